@@ -1,0 +1,206 @@
+"""Checks that need the whole pipeline: targets, step/target fit, and every template's names.
+
+Each check returns problems as (path in the YAML document, message); the loader turns paths into
+`file:line:col`. Names that cannot be known before running (`env.*`, outputs' keys) are left to run
+time, where an undefined name is an error too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ansflow import templates
+from ansflow.model import (
+    AnsibleStep,
+    ApprovalStep,
+    JenkinsStep,
+    JenkinsTarget,
+    LocalTarget,
+    Pipeline,
+    SSHTarget,
+    StepBase,
+)
+from ansflow.planner import Graph, GraphProblem, split_needs_name
+
+#: Step fields that are never templates (they shape the graph, which is fixed before running).
+STATIC_FIELDS = frozenset({"id", "type", "needs", "on", "matrix", "serial", "retries", "name"})
+STEP_PARTS = ("status", "outputs", "hosts", "result")
+PIPELINE_PARTS = ("name", "file")
+RUN_PARTS = ("id", "status")
+HOST_PARTS = ("name", "address", "port", "user", "vars")
+
+
+def target_problems(pipeline: Pipeline) -> list[GraphProblem]:
+    """`on:` names a target that exists and suits the step type."""
+    problems: list[GraphProblem] = []
+    targets = pipeline.targets
+    for path, step in pipeline.iter_steps():
+        name = step.on or "local"
+        target = targets.get(name)
+        if target is None and name != "local":
+            known = ", ".join(["local", *targets]) or "local"
+            problems.append(
+                GraphProblem(
+                    (*path, "on"), f"step {step.id!r}: unknown target {name!r} (known: {known})"
+                )
+            )
+            continue
+        kind = "local" if target is None or isinstance(target, LocalTarget) else target.type
+        if isinstance(step, JenkinsStep) and kind != "jenkins":
+            problems.append(
+                GraphProblem(
+                    (*path, "on") if step.on else (*path, "type"),
+                    f"step {step.id!r}: a jenkins step needs `on:` a target of type jenkins",
+                )
+            )
+        elif not isinstance(step, JenkinsStep) and kind == "jenkins":
+            problems.append(
+                GraphProblem(
+                    (*path, "on"),
+                    f"step {step.id!r}: only `type: jenkins` steps run on jenkins target {name!r}",
+                )
+            )
+        if isinstance(step, AnsibleStep) and kind != "ssh":
+            problems.append(
+                GraphProblem(
+                    (*path, "on") if step.on else (*path, "type"),
+                    f"step {step.id!r}: an ansible step needs `on:` a target of type ssh",
+                )
+            )
+        if isinstance(step, ApprovalStep) and kind != "local":
+            problems.append(
+                GraphProblem((*path, "on"), f"step {step.id!r}: an approval gate runs locally")
+            )
+        if step.serial is not None and kind != "ssh":
+            problems.append(
+                GraphProblem(
+                    (*path, "serial"), f"step {step.id!r}: `serial` applies to ssh targets only"
+                )
+            )
+    seen: set[str] = set()
+    for index, secret in enumerate(pipeline.secrets):
+        if secret in seen:
+            problems.append(
+                GraphProblem(("secrets", index), f"secret {secret!r} is declared twice")
+            )
+        seen.add(secret)
+    return problems
+
+
+def _step_strings(step: StepBase) -> Iterator[tuple[tuple[Any, ...], str]]:
+    data = step.model_dump(exclude_defaults=False)
+    for key, value in data.items():
+        if key in STATIC_FIELDS:
+            continue
+        source = getattr(step, key)
+        if key in step.model_fields_set or source != type(step).model_fields[key].default:
+            yield from templates.iter_strings(value, (key,))
+
+
+def template_problems(pipeline: Pipeline, graph: Graph) -> list[GraphProblem]:
+    """Syntax of every `${{ }}` and every name that can be known before running."""
+    problems: list[GraphProblem] = []
+    base = {"vars": set(pipeline.vars), "secrets": set(pipeline.secrets)}
+
+    def check(path: tuple[Any, ...], text: str, step: StepBase | None, field: str) -> None:
+        where = f"step {step.id!r}, field `{field}`" if step else f"`{field}`"
+        errors = templates.check_syntax(text)
+        if field == "when" and not errors:
+            try:
+                source = templates.condition_source(text)
+            except templates.TemplateError as exc:
+                errors = [exc]
+            else:
+                # NOTE: a bare `when: vars.x == 1` has no `${{ }}` for check_syntax to look at.
+                bare = source is not None and not templates.spans(text)
+                problem = templates.expression_problem(source) if bare and source else None
+                if problem is not None:
+                    errors = [problem]
+        for error in errors:
+            problems.append(GraphProblem(path, f"{where}: {error.message}", span=error.span))
+        if errors:
+            return
+        sources = [s.source for s in templates.spans(text)]
+        if field == "when" and not sources:
+            sources = [text]
+        for source in sources:
+            for ref in templates.references(source):
+                message = _reference_problem(ref, step, pipeline, graph, base)
+                if message:
+                    span = templates.OPEN + source + templates.CLOSE
+                    problems.append(GraphProblem(path, f"{where}: {message}", span=span))
+
+    for key, value in pipeline.env.items():
+        check(("env", key), value, None, f"env.{key}")
+    for name, target in pipeline.targets.items():
+        if isinstance(target, SSHTarget | JenkinsTarget):
+            for field, value in target.model_dump().items():
+                if isinstance(value, str):
+                    check(("targets", name, field), value, None, f"targets.{name}.{field}")
+    for path, step in pipeline.iter_steps():
+        for sub, text in _step_strings(step):
+            field = ".".join(str(p) for p in sub)
+            check((*path, *sub), text, step, field)
+    return problems
+
+
+def _reference_problem(
+    ref: templates.Reference,
+    step: StepBase | None,
+    pipeline: Pipeline,
+    graph: Graph,
+    base: dict[str, set[str]],
+) -> str | None:
+    chain = ref.chain
+    root = chain[0]
+    if root in templates.CONDITION_FUNCTIONS:
+        return None
+    if root not in templates.CONTEXT_NAMES:
+        from jinja2.defaults import DEFAULT_NAMESPACE
+
+        if root in DEFAULT_NAMESPACE:
+            return None
+        import difflib
+
+        close = difflib.get_close_matches(root, templates.CONTEXT_NAMES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(templates.CONTEXT_NAMES)
+        return f"unknown name {root!r} in `{ref}`{hint}; expressions can use {known}"
+    if ref.guarded or len(chain) < 2:
+        return None
+    key = chain[1]
+    if root in ("vars", "secrets"):
+        if key not in base[root]:
+            what = "var" if root == "vars" else "secret (declare it under `secrets:`)"
+            known = ", ".join(sorted(base[root])) or "none"
+            return f"`{root}.{key}` is not a declared {what}; known: {known}"
+    elif root == "pipeline" and key not in PIPELINE_PARTS:
+        return f"`pipeline.{key}` does not exist; pipeline has {', '.join(PIPELINE_PARTS)}"
+    elif root == "run" and key not in RUN_PARTS:
+        return f"`run.{key}` does not exist; run has {', '.join(RUN_PARTS)}"
+    elif root == "matrix":
+        if step is None or not step.matrix:
+            return f"`{ref}` is used but step has no `matrix`"
+        if key not in step.matrix:
+            return f"`matrix.{key}` is not a matrix key; keys: {', '.join(step.matrix)}"
+    elif root == "host":
+        target = pipeline.targets.get(step.on or "local") if step else None
+        if not isinstance(target, SSHTarget):
+            return "`host` is only defined for steps on ssh targets"
+        if key not in HOST_PARTS:
+            return f"`host.{key}` does not exist; host has {', '.join(HOST_PARTS)}"
+    elif root == "steps":
+        other = split_needs_name(key)
+        if other not in graph.steps:
+            return f"`steps.{key}` names no step"
+        if step is None:
+            return f"`steps.{key}` cannot be used outside a step"
+        if not graph.is_upstream(other, step.id):
+            return (
+                f"`steps.{key}` is not upstream of step {step.id!r}: add it to `needs` "
+                "so it has finished before this step starts"
+            )
+        if len(chain) > 2 and chain[2] not in STEP_PARTS:
+            return f"`steps.{key}.{chain[2]}` does not exist; a step has {', '.join(STEP_PARTS)}"
+    return None

@@ -1,0 +1,370 @@
+"""The `ansflow` command: typer commands that turn flags into calls to the core, and nothing else.
+
+Every error the core raises is an AnsflowError with an exit code; `main` is the one place that turns
+them (and click's usage errors) into a message and an exit status. Heavy modules are imported inside
+the commands so that `ansflow --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ansflow import __version__
+from ansflow.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, AnsflowError, UsageError
+
+app = typer.Typer(
+    name="ansflow",
+    help="Run YAML pipelines of steps locally, on SSH hosts or as Jenkins builds; "
+    "every state change is kept in SQLite.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+targets_app = typer.Typer(help="Check the pipeline's targets.", no_args_is_help=True)
+app.add_typer(targets_app, name="targets")
+
+DEFAULT_FILE = Path("ansflow.yml")
+FileArg = Annotated[
+    Path, typer.Argument(help="Pipeline file (default: ansflow.yml in the current folder).")
+]
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", envvar="ANSFLOW_DB", help="State database (default: .ansflow/state.db)."),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _echo(text: str, err: bool = False) -> None:
+    typer.echo(text, nl=False, err=err) if text.endswith("\n") else typer.echo(text, err=err)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ansflow {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Run YAML pipelines of steps locally, on SSH hosts or as Jenkins builds."""
+
+
+# --- pipeline files ------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(file: FileArg = DEFAULT_FILE) -> None:
+    """Check YAML, schema, graph and templates; print every error with file:line:col."""
+    from ansflow.loader import load_file
+
+    loaded = load_file(file)
+    instances = len(loaded.plan().nodes)
+    _echo(f"{file}: ok ({loaded.name}: {len(loaded.graph.steps)} steps, {instances} instances)")
+
+
+@app.command()
+def plan(
+    file: FileArg = DEFAULT_FILE,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="tree, mermaid, dot or json.")
+    ] = "tree",
+) -> None:
+    """Print the dependency graph of a pipeline."""
+    from ansflow.loader import load_file
+    from ansflow.render.plan import FORMATS
+
+    formatter = FORMATS.get(format)
+    if formatter is None:
+        raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    _echo(formatter(load_file(file).plan()))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the pipeline file (for editors' YAML completion)."""
+    from ansflow.schema import schema_json
+
+    _echo(schema_json())
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the starter.")] = DEFAULT_FILE,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter ansflow.yml."""
+    from ansflow.starter import write_starter
+
+    write_starter(path, force=force)
+    _echo(f"wrote {path}; try `ansflow validate {path}` then `ansflow run {path}`")
+
+
+# --- running -------------------------------------------------------------------------------------
+
+OutputOption = Annotated[
+    str,
+    typer.Option(
+        "--output", "-o", help="auto (tty on a terminal, else plain), tty, plain or json."
+    ),
+]
+QuietFlag = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only failures and the final summary line.")
+]
+WaitLockFlag = Annotated[
+    bool, typer.Option("--wait-lock", help="Wait for another run of this pipeline to end.")
+]
+
+
+def _approver_factory(output: str) -> Any:
+    """Ask at the terminal only with the live view on an interactive stdin (SPEC section 4)."""
+    from ansflow.render import resolve_output
+
+    if resolve_output(output) != "tty" or not sys.stdin.isatty():
+        return None
+    return lambda renderer: renderer if hasattr(renderer, "ask") else None
+
+
+def _renderer_factory(output: str, quiet: bool) -> Any:
+    from ansflow.render import make_renderer, resolve_output
+
+    resolve_output(output)  # NOTE: reject a bad name before anything runs
+    return lambda: make_renderer(output, quiet)
+
+
+@app.command()
+def run(
+    file: FileArg = DEFAULT_FILE,
+    var: Annotated[
+        list[str] | None, typer.Option("--var", help="Set a variable: key=value (repeatable).")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only this step (repeatable).")
+    ] = None,
+    from_step: Annotated[
+        str | None, typer.Option("--from", help="Start at this step; earlier entries are skipped.")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Most steps running at once.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan with rendered commands; run nothing.")
+    ] = False,
+    output: OutputOption = "auto",
+    quiet: QuietFlag = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Cancel everything after the first failure.")
+    ] = False,
+    approve: Annotated[
+        list[str] | None,
+        typer.Option("--approve", help="Approve this gate without asking (a step id or `all`)."),
+    ] = None,
+    secrets_file: Annotated[
+        Path | None, typer.Option("--secrets-file", help="A dotenv file with secret values.")
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write a JUnit XML report of the steps.")
+    ] = None,
+    wait_lock: WaitLockFlag = False,
+    remote: Annotated[
+        str | None,
+        typer.Option("--remote", help="Run the whole pipeline as one Jenkins Pipeline job."),
+    ] = None,
+    db: DbOption = None,
+) -> int:
+    """Run a pipeline."""
+    from ansflow.options import RunOptions, parse_vars
+
+    options = RunOptions(
+        vars=parse_vars(var or []),
+        only=tuple(_split(only)),
+        from_step=from_step,
+        concurrency=concurrency,
+        fail_fast=fail_fast,
+        approve=tuple(_split(approve)),
+        secrets_file=str(secrets_file.resolve()) if secrets_file else None,
+        junit=str(junit.resolve()) if junit else None,
+        remote=remote,
+    )
+    if dry_run:
+        from ansflow.dryrun import dry_run_text
+        from ansflow.loader import load_file
+        from ansflow.session import prepare
+
+        _echo(dry_run_text(prepare(load_file(file), options)))
+        return 0
+    from ansflow.session import start_run
+
+    outcome = start_run(
+        file,
+        options,
+        db=db,
+        renderer_factory=_renderer_factory(output, quiet),
+        approver_factory=_approver_factory(output),
+        wait_lock=wait_lock,
+    )
+    return outcome.exit_code
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """`--only a,b --only c` -> [a, b, c]."""
+    result: list[str] = []
+    for value in values or []:
+        result.extend(part.strip() for part in value.split(",") if part.strip())
+    return result
+
+
+@app.command()
+def resume(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or `last`.")],
+    output: OutputOption = "auto",
+    quiet: QuietFlag = False,
+    wait_lock: WaitLockFlag = False,
+    db: DbOption = None,
+) -> int:
+    """Continue an interrupted, failed, cancelled or waiting run: what succeeded is kept."""
+    from ansflow.session import resume_run
+
+    outcome = resume_run(
+        run_ref,
+        db=db,
+        renderer_factory=_renderer_factory(output, quiet),
+        approver_factory=_approver_factory(output),
+        wait_lock=wait_lock,
+        notes=lambda text: typer.echo(text, err=True),
+    )
+    return outcome.exit_code
+
+
+# --- reading the state ---------------------------------------------------------------------------
+
+
+def _reader(db: Path | None) -> Any:
+    from ansflow.control import open_for_reading
+
+    return open_for_reading(db)
+
+
+@app.command()
+def runs(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only this pipeline.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only runs in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = 20,
+    json_out: JsonFlag = False,
+    db: DbOption = None,
+) -> None:
+    """List recent runs: id, pipeline, status, start, duration, trigger."""
+    store = _reader(db)
+    try:
+        rows = store.runs(pipeline=pipeline, status=status, limit=limit)
+    finally:
+        store.close()
+    if json_out:
+        from ansflow.control import runs_json
+
+        _echo(runs_json(rows))
+    else:
+        from ansflow.render.tables import runs_table
+
+        _echo(runs_table(rows))
+
+
+@app.command()
+def show(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or `last`.")],
+    json_out: JsonFlag = False,
+    db: DbOption = None,
+) -> None:
+    """One run: every step instance and host with status, attempts, times, exit code, error."""
+    store = _reader(db)
+    try:
+        record = store.run(run_ref)
+        steps = store.steps(record["id"])
+    finally:
+        store.close()
+    if json_out:
+        from ansflow.control import show_json
+
+        _echo(show_json(record, steps))
+    else:
+        from ansflow.render.tables import show_text
+
+        _echo(show_text(record, steps))
+
+
+@app.command()
+def logs(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or `last`.")],
+    step: Annotated[str | None, typer.Argument(help="Only this step.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Only this host.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Print a run's stored output."""
+    from ansflow.control import print_logs
+
+    print_logs(_reader(db), run_ref, step, host, follow, lambda text: typer.echo(text))
+
+
+def main() -> None:
+    """Entry point: run the app and map every error to one message and an exit code."""
+    # NOTE: typer vendors click in recent releases; find its exception base through a public name.
+    click_error: type[Exception] = next(
+        c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+    )
+    try:
+        result = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(EXIT_CANCELLED)
+    except click_error as exc:
+        exc.show()  # type: ignore[attr-defined]
+        code = getattr(exc, "exit_code", EXIT_BAD_INPUT)
+        sys.exit(EXIT_BAD_INPUT if code == 2 else code)
+    except AnsflowError as exc:
+        typer.echo(_error_text(exc), err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_CANCELLED)
+    except BrokenPipeError:
+        # NOTE: `ansflow runs | head` closes the pipe early; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except Exception as exc:
+        if os.environ.get("ANSFLOW_DEBUG"):
+            raise
+        typer.echo(
+            f"ansflow: internal error: {type(exc).__name__}: {exc}\n"
+            "Set ANSFLOW_DEBUG=1 to see the traceback, and please report it.",
+            err=True,
+        )
+        sys.exit(70)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _error_text(exc: AnsflowError) -> str:
+    text = str(exc)
+    from ansflow.errors import LoadError
+
+    if isinstance(exc, LoadError):
+        count = len(exc.diagnostics)
+        if count > 1:
+            text += f"\n{count} errors"
+        return text
+    return f"ansflow: {text}"
