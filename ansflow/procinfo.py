@@ -1,0 +1,42 @@
+"""Process identity: a pid plus the process's start time, so a reused pid is never mistaken for ours."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (clock ticks since boot), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # NOTE: the command name (field 2) may hold spaces and parentheses; split after the last ')'.
+    rest = data[data.rfind(b")") + 2 :].split()
+    try:
+        return rest[19].decode()
+    except IndexError:
+        return None
+
+
+def current() -> tuple[int, str | None, str]:
+    """(pid, start time, host name) of this process."""
+    pid = os.getpid()
+    return pid, start_time(pid), socket.gethostname()
+
+
+def is_alive(pid: int | None, started: str | None) -> bool:
+    """Whether the process that recorded (pid, started) still runs on this machine."""
+    if not pid:
+        return False
+    if started is not None and os.path.exists("/proc"):
+        return start_time(pid) == started
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,1 @@
+"""Where a step's commands run: the local machine, SSH hosts, Jenkins."""

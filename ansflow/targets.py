@@ -1,0 +1,152 @@
+"""Where each step instance runs: its hosts, a Runner per host, and target services.
+
+Hosts of SSH targets come from `hosts:` entries resolved against the inventory; the connections are
+opened lazily, one per host per run, and closed when the run ends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ansflow.errors import UsageError
+from ansflow.model import JenkinsTarget, Pipeline, SSHTarget
+from ansflow.planner import StepNode
+from ansflow.remote.base import Runner
+from ansflow.remote.local import LocalRunner
+
+
+class Places:
+    """Resolves targets for one run; owns the runners so they are closed exactly once."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        pipeline_dir: Path,
+        secrets: dict[str, str],
+        context: dict[str, Any],
+    ) -> None:
+        self.pipeline = pipeline
+        self.pipeline_dir = pipeline_dir
+        self.secrets = secrets
+        self.context = context
+        self.local = LocalRunner()
+        self._hosts: dict[str, list[Any]] = {}
+        self._pools: dict[str, Any] = {}
+        self._jenkins: dict[str, Any] = {}
+        self._inventory: Any = None
+
+    def kind(self, target: str) -> str:
+        spec = self.pipeline.targets.get(target)
+        return "local" if spec is None else spec.type
+
+    def hosts(self, node: StepNode) -> list[Any]:
+        """[None] for local and Jenkins steps; the target's hosts for SSH steps."""
+        target = node.target
+        spec = self.pipeline.targets.get(target)
+        if not isinstance(spec, SSHTarget) or node.kind == "ansible":
+            return [None]
+        if target not in self._hosts:
+            self._hosts[target] = self._resolve_hosts(target, spec)
+        return list(self._hosts[target])
+
+    def _resolve_hosts(self, target: str, spec: SSHTarget) -> list[Any]:
+        from ansflow.inventory import Inventory, InventoryError, load_inventory
+
+        if self._inventory is None:
+            if self.pipeline.inventory:
+                path = Path(self.pipeline.inventory).expanduser()
+                if not path.is_absolute():
+                    path = self.pipeline_dir / path
+                try:
+                    self._inventory = load_inventory(path)
+                except InventoryError as exc:
+                    raise UsageError(str(exc)) from None
+            else:
+                self._inventory = Inventory.empty()
+        try:
+            return list(self._inventory.resolve(spec.hosts))
+        except InventoryError as exc:
+            raise UsageError(f"target {target!r}: {exc}") from None
+
+    def runner(self, node: StepNode, host: Any) -> Runner:
+        if host is None:
+            return self.local
+        return self._pool(node.target).runner(host)
+
+    def _pool(self, target: str) -> Any:
+        pool = self._pools.get(target)
+        if pool is None:
+            from ansflow.remote.ssh import SSHPool
+
+            spec = self.pipeline.targets[target]
+            assert isinstance(spec, SSHTarget)
+            pool = SSHPool(ssh_settings(spec, self.secrets, self.context, self.pipeline_dir))
+            self._pools[target] = pool
+        return pool
+
+    def forks(self, node: StepNode) -> int:
+        spec = self.pipeline.targets.get(node.target)
+        return spec.forks if isinstance(spec, SSHTarget) else 1
+
+    def services(self, node: StepNode) -> dict[str, Any]:
+        spec = self.pipeline.targets.get(node.target)
+        if isinstance(spec, JenkinsTarget):
+            return {"jenkins": self.jenkins(node.target)}
+        if isinstance(spec, SSHTarget):
+            return {
+                "ssh_target": spec,
+                "ssh_settings": ssh_settings(spec, self.secrets, self.context, self.pipeline_dir),
+                "hosts": self.hosts_of(node.target),
+            }
+        return {}
+
+    def hosts_of(self, target: str) -> list[Any]:
+        spec = self.pipeline.targets.get(target)
+        if not isinstance(spec, SSHTarget):
+            return []
+        if target not in self._hosts:
+            self._hosts[target] = self._resolve_hosts(target, spec)
+        return list(self._hosts[target])
+
+    def jenkins(self, target: str) -> Any:
+        client = self._jenkins.get(target)
+        if client is None:
+            from ansflow.remote.jenkins import connect
+
+            spec = self.pipeline.targets[target]
+            assert isinstance(spec, JenkinsTarget)
+            client = connect(target, spec, self.secrets, self.context)
+            self._jenkins[target] = client
+        return client
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            try:
+                pool.close()
+            except Exception:
+                pass
+        self._pools.clear()
+
+
+def ssh_settings(
+    spec: SSHTarget, secrets: dict[str, str], context: dict[str, Any], pipeline_dir: Path
+) -> Any:
+    """SSHSettings from a target, with `${{ secrets.X }}` rendered in `password`."""
+    from ansflow import templates
+    from ansflow.remote.ssh import SSHSettings
+
+    def text(value: str | None) -> str | None:
+        if value is None:
+            return None
+        return templates.render_text(value, context)
+
+    return SSHSettings(
+        user=text(spec.user),
+        identity_file=text(spec.identity_file),
+        password=text(spec.password),
+        ssh_config=text(spec.ssh_config),
+        known_hosts=spec.known_hosts,
+        known_hosts_file=text(spec.known_hosts_file),
+        connect_timeout=spec.connect_timeout,
+    )

@@ -1,0 +1,87 @@
+"""Running ansflow the way a user does: as a separate process, with its own database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Result:
+    """A finished `ansflow` process."""
+
+    code: int
+    out: str
+    err: str
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+class Cli:
+    """`cli("run", "x.yml")` runs `python -m ansflow` in a folder with a private database."""
+
+    def __init__(self, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.cwd = cwd
+        self.db = cwd / ".ansflow" / "state.db"
+        self.env = {**os.environ, "ANSFLOW_DB": str(self.db), "NO_COLOR": "1", **(env or {})}
+        self.env.pop("CI", None)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.cwd / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "ansflow", *args]
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, stdin: str | None = None
+    ) -> Result:
+        proc = subprocess.run(
+            self.command(*args),
+            cwd=self.cwd,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(*args),
+            cwd=self.cwd,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            **kwargs,
+        )
+
+    def show(self, run: str = "last") -> dict[str, Any]:
+        result = self("show", run, "--json")
+        assert result.code == 0, str(result)
+        return json.loads(result.out)
+
+    def statuses(self, run: str = "last") -> dict[str, str]:
+        """{"step" or "step@host": status} of a run."""
+        data = self.show(run)
+        return {
+            (f"{s['step']}@{s['host']}" if s["host"] else s["step"]): s["status"]
+            for s in data["steps"]
+        }
