@@ -6,7 +6,7 @@ modules are imported lazily so that `ansflow --help` starts fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ansflow.errors import AnsflowError, Diagnostic, LoadError
 
@@ -28,8 +28,6 @@ def load(path: str | Path) -> LoadedPipeline:
     return load_file(path)
 
 
-def plan(path: str | Path, **overrides: Any) -> Plan:
+def plan(path: str | Path) -> Plan:
     """Load a pipeline file and turn it into an immutable Plan."""
-    from ansflow.planner import build_plan
-
-    return build_plan(load(path), **overrides)
+    return load(path).plan()

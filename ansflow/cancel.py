@@ -65,7 +65,7 @@ class CancelScope:
 
     @contextmanager
     def on_cancel(self, callback: Callable[[str], None]) -> Iterator[None]:
-        """Run `callback(reason)` if the scope is cancelled while the block runs (or already was)."""
+        """Run `callback(reason)` if the scope is cancelled during the block (or already was)."""
         with self._lock:
             key = self._next
             self._next += 1

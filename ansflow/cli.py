@@ -319,6 +319,107 @@ def logs(
     print_logs(_reader(db), run_ref, step, host, follow, lambda text: typer.echo(text))
 
 
+# --- steering runs --------------------------------------------------------------------------------
+
+
+@app.command()
+def cancel(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or `last`.")],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait until the run has stopped.")
+    ] = True,
+    db: DbOption = None,
+) -> None:
+    """Stop a running run: its local and remote processes and its Jenkins builds."""
+    from ansflow.control import cancel as cancel_run
+    from ansflow.control import wait_for_end
+    from ansflow.state import StateStore, resolve_db_path
+
+    message = cancel_run(db, run_ref)
+    typer.echo(message)
+    if wait and "asked process" in message:
+        store = StateStore.open(resolve_db_path(db), readonly=True)
+        try:
+            run_id = int(store.run(run_ref)["id"])
+        finally:
+            store.close()
+        status = wait_for_end(db, run_id, timeout=60)
+        typer.echo(f"run {run_id} is {status}")
+
+
+CommentOption = Annotated[
+    str | None, typer.Option("--comment", "-m", help="Why; stored with the decision.")
+]
+
+
+@app.command()
+def approve(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or `last`.")],
+    step: Annotated[str, typer.Argument(help="The approval gate.")],
+    comment: CommentOption = None,
+    db: DbOption = None,
+) -> None:
+    """Approve a waiting gate (then `ansflow resume RUN` if the run is waiting)."""
+    from ansflow.control import decide
+    from ansflow.session import current_user
+
+    typer.echo(decide(db, run_ref, step, "approved", comment, current_user()))
+
+
+@app.command()
+def reject(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or `last`.")],
+    step: Annotated[str, typer.Argument(help="The approval gate.")],
+    comment: CommentOption = None,
+    db: DbOption = None,
+) -> None:
+    """Reject a waiting gate: it fails, what depends on it is skipped, the run fails."""
+    from ansflow.control import decide
+    from ansflow.session import current_user
+
+    typer.echo(decide(db, run_ref, step, "rejected", comment, current_user()))
+
+
+@app.command()
+def repair(db: DbOption = None) -> None:
+    """Close runs whose ansflow process died: run and unfinished steps become interrupted."""
+    from ansflow.control import repair as repair_runs
+
+    closed = repair_runs(db)
+    if not closed:
+        typer.echo("nothing to repair: every running run has a live process")
+    for item in closed:
+        typer.echo(
+            f"run {item['id']} ({item['pipeline']}): process {item['pid']} is gone; "
+            f"closed as interrupted ({item['steps']} unfinished steps)"
+        )
+
+
+@app.command()
+def stats(
+    pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.")] = None,
+    runs_back: Annotated[
+        int, typer.Option("--runs", min=1, help="How many recent runs to look at.")
+    ] = 200,
+    json_out: JsonFlag = False,
+    db: DbOption = None,
+) -> None:
+    """Per step: runs, success rate, median and p95 duration, recent trend."""
+    from ansflow.stats import stats_text, step_stats
+
+    store = _reader(db)
+    try:
+        entries = step_stats(store.step_history(pipeline, runs_back))
+    finally:
+        store.close()
+    if json_out:
+        import json
+
+        _echo(json.dumps(entries, indent=2) + "\n")
+    else:
+        _echo(stats_text(entries))
+
+
 def main() -> None:
     """Entry point: run the app and map every error to one message and an exit code."""
     # NOTE: typer vendors click in recent releases; find its exception base through a public name.
@@ -326,7 +427,7 @@ def main() -> None:
         c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
     )
     try:
-        result = app(standalone_mode=False)
+        result = app(standalone_mode=False, prog_name="ansflow")
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -355,7 +456,28 @@ def main() -> None:
             err=True,
         )
         sys.exit(70)
-    sys.exit(result if isinstance(result, int) else 0)
+    if result == 130:
+        # NOTE: typer turns Ctrl-C inside a command into exit status 130 before we can see the
+        # KeyboardInterrupt; SPEC section 2 says an interrupted command exits 3.
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_CANCELLED)
+    _exit(result if isinstance(result, int) else 0)
+
+
+def _exit(code: int) -> None:
+    """Flush and leave without the interpreter's teardown, which costs ~0.1 s for nothing.
+
+    Everything that must outlive us is already committed and closed by then; tests and other
+    callers that import `main` get a normal SystemExit instead (ANSFLOW_NO_FAST_EXIT=1).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if os.environ.get("ANSFLOW_NO_FAST_EXIT"):
+        sys.exit(code)
+    os._exit(code)
 
 
 def _error_text(exc: AnsflowError) -> str:

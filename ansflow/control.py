@@ -143,7 +143,7 @@ def print_logs(
         store.close()
 
 
-# --- steering runs ---------------------------------------------------------------------------------
+# --- steering runs -------------------------------------------------------------------------------
 
 
 def cancel(db: Path | None, ref: str) -> str:
@@ -172,7 +172,8 @@ def cancel(db: Path | None, ref: str) -> str:
             return f"run {run['id']}: its process was gone; it is now interrupted"
         except PermissionError:
             raise UsageError(
-                f"run {run['id']} belongs to another user (pid {raw['pid']}); no permission to stop it"
+                f"run {run['id']} belongs to another user (pid {raw['pid']}); "
+                "no permission to stop it"
             ) from None
         return f"run {run['id']}: asked process {raw['pid']} to cancel it"
     finally:
@@ -260,7 +261,7 @@ def _reject_waiting(
     from ansflow.events import StepFinished
 
     store.record(StepFinished(run_id, step=step, host="", status="failed", attempt=0, error=reason))
-    store.close_unfinished(run_id, "skipped", f"skipped: gate {step} was rejected")
+    store.close_unfinished(run_id, "skipped", f"gate {step} was rejected")
     store.set_run_status(run_id, "failed", 1, f"gate {step} {reason}")
 
 

@@ -32,13 +32,19 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float | None) -> str:
-    """Short human form for tables: 0.4s, 12.3s, 4m05s, 1h02m."""
+    """Short human form for tables and messages: 45ms, 1.25s, 12.3s, 30s, 4m05s, 5m, 1h02m."""
     if seconds is None:
         return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    whole = float(seconds).is_integer()
+    if seconds < 60 and not whole:
+        if seconds < 1:
+            return f"{seconds * 1000:.0f}ms"
+        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+    total = round(seconds)
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
     if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
+        return f"{minutes}m" if secs == 0 else f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return f"{hours}h" if minutes == 0 else f"{hours}h{minutes:02d}m"

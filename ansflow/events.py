@@ -46,7 +46,7 @@ class Event:
             if isinstance(value, datetime):
                 value = iso(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
             if item.name == "host" and value == "":
                 value = None
             data[item.name] = value
@@ -80,6 +80,8 @@ class RunStarted(Event):
     file: str
     steps: tuple[str, ...]
     resumed: bool = False
+    #: Every step instance and host with its state as the run (re)starts: [step, host, status].
+    units: tuple[tuple[str, str, str], ...] = ()
 
     name = "run_started"
 

@@ -8,6 +8,7 @@ queue, so a chatty step slows down instead of filling memory.
 
 from __future__ import annotations
 
+import heapq
 import os
 import queue
 import re
@@ -205,7 +206,11 @@ class Executor:
         self.scope = CancelScope()
         self.events: queue.Queue[Event | _NodeDone | _Decision] = queue.Queue(maxsize=10_000)
         self.units: dict[str, list[Unit]] = {}
-        self.running: dict[str, threading.Thread] = {}
+        self.running: dict[str, Any] = {}
+        self.ready: list[tuple[int, str]] = []
+        self.unmet: dict[str, int] = {}
+        self.dependants: dict[str, list[str]] = {}
+        self.pool: ThreadPoolExecutor
         self.done_nodes: set[str] = set()
         self.deselected: set[str] = set()
         self.decided: dict[str, list[Unit]] = {}
@@ -251,15 +256,29 @@ class Executor:
                 file=self.plan.file,
                 steps=tuple(n.id for n in self.plan.nodes),
                 resumed=self.setup.resumed,
+                units=tuple(
+                    (u.node.id, u.host_name, u.status)
+                    for n in self.plan.nodes
+                    for u in self.units[n.id]
+                ),
             )
         )
         self.pipeline_env = dict(self.setup.pipeline_env)
         for node in self.plan.nodes:
+            self.unmet[node.id] = len(node.needs)
+            for need in node.needs:
+                self.dependants.setdefault(need, []).append(node.id)
+        for node in self.plan.nodes:
+            if not node.needs:
+                heapq.heappush(self.ready, (node.position, node.id))
+        for node in self.plan.nodes:
             if node.id in self.deselected:
                 for unit in self.units[node.id]:
                     self._finish(unit, "skipped", error=self._deselected_reason())
+                self._node_finished(node.id)
             elif all(u.status in END_STATES for u in self.units[node.id]):
                 self._node_finished(node.id)
+        self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="step")
         try:
             while True:
                 self._check_signals()
@@ -267,7 +286,7 @@ class Executor:
                     break
                 self._poll_decisions()
                 self._start_ready()
-                if not self.running and not self._startable():
+                if not self.running and not self.ready:
                     break
                 self._pump(LOG_FLUSH_S if self.log_buffer else 0.2)
             self._drain_running()
@@ -275,6 +294,8 @@ class Executor:
             self.request_cancel()
             self._drain_running(record=False)
             raise
+        finally:
+            self.pool.shutdown(wait=not self.forced, cancel_futures=True)
         self._flush_logs()
         return self._finish_run()
 
@@ -310,57 +331,40 @@ class Executor:
             return "not selected (--only " + ",".join(self.options.only) + ")"
         return f"not selected (--from {self.options.from_step})"
 
-    def _startable(self) -> bool:
-        """Whether any pending node could still start (False when all left wait on a gate)."""
-        for node in self.plan.nodes:
-            if node.id in self.done_nodes or node.id in self.running:
-                continue
-            if self._is_ready(node):
-                return True
-        return False
-
-    def _is_ready(self, node: StepNode) -> bool:
-        if any(u.status == "waiting" for u in self.units[node.id]):
-            return False
-        for need in node.needs:
-            if need not in self.done_nodes:
-                return False
-        return True
-
     def _start_ready(self) -> None:
-        for node in self.plan.nodes:
-            if node.id in self.done_nodes or node.id in self.running:
+        """Start ready nodes in plan order while there is room; skips and gates need none."""
+        deferred: list[tuple[int, str]] = []
+        while self.ready:
+            position, node_id = heapq.heappop(self.ready)
+            if node_id in self.done_nodes or node_id in self.running:
                 continue
-            if not self._is_ready(node):
+            node = self.plan.by_id[node_id]
+            if any(u.status == "waiting" for u in self.units[node_id]):
                 continue
-            pending = [u for u in self.units[node.id] if u.status not in END_STATES]
+            pending = [u for u in self.units[node_id] if u.status not in END_STATES]
             if self.stopping:
                 for unit in pending:
                     self._finish(unit, "cancelled", error="not started: the run was stopped")
-                self._node_finished(node.id)
+                self._node_finished(node_id)
                 continue
-            to_run = self.decided.get(node.id)
+            to_run = self.decided.get(node_id)
             if to_run is None:
                 to_run = self._decide(node, pending)
-                self.decided[node.id] = to_run
+                self.decided[node_id] = to_run
             if not to_run:
-                if all(u.status in END_STATES for u in self.units[node.id]):
-                    self._node_finished(node.id)
+                self._node_finished(node_id)
                 continue
             if get_step_type(node.kind).is_gate:
-                self._gate(node, to_run)
+                if not self._gate(node, to_run):
+                    deferred.append((position, node_id))
                 continue
             if len(self.running) >= self.concurrency:
-                return
+                deferred.append((position, node_id))
+                break
             snapshot = self._context_for(node)
-            worker = threading.Thread(
-                target=self._work,
-                args=(node, to_run, snapshot),
-                name=f"step-{node.id}",
-                daemon=True,
-            )
-            self.running[node.id] = worker
-            worker.start()
+            self.running[node_id] = self.pool.submit(self._work, node, to_run, snapshot)
+        for item in deferred:
+            heapq.heappush(self.ready, item)
 
     def _pump(self, timeout: float) -> None:
         try:
@@ -415,6 +419,14 @@ class Executor:
             batch, self.log_buffer = self.log_buffer, []
             self.setup.sink.emit_logs(batch)
 
+    def _log(self, step: str, text: str, host: str = "") -> None:
+        """A line from ansflow itself about a step, stored and shown like output."""
+        if not self.log_buffer:
+            self.log_since = time.monotonic()
+        self.log_buffer.append(
+            StepOutput(self.run_id, step=step, host=host, stream="ansflow", text=text)
+        )
+
     def _emit(self, event: Event) -> None:
         self._flush_logs()
         self.setup.sink.emit(event)
@@ -466,11 +478,15 @@ class Executor:
 
     def _node_finished(self, node_id: str) -> None:
         units = self.units[node_id]
-        if any(u.status not in END_STATES for u in units):
+        if node_id in self.done_nodes or any(u.status not in END_STATES for u in units):
             return
         self.done_nodes.add(node_id)
+        for dependant in self.dependants.get(node_id, ()):
+            self.unmet[dependant] -= 1
+            if self.unmet[dependant] == 0:
+                heapq.heappush(self.ready, (self.plan.by_id[dependant].position, dependant))
         node = self.plan.by_id[node_id]
-        entry = {
+        entry: dict[str, Any] = {
             "status": aggregate(u.status for u in units),
             "outputs": {},
             "hosts": {},
@@ -845,26 +861,27 @@ class Executor:
 
     # --- approval gates --------------------------------------------------------------------------
 
-    def _gate(self, node: StepNode, units: list[Unit]) -> None:
+    def _gate(self, node: StepNode, units: list[Unit]) -> bool:
+        """Decide, ask or wait; False when there is no room to ask yet."""
         unit = units[0]
         if unit.status == "waiting":
-            return
+            return True
         step = node.step
-        message = step.message if getattr(step, "message", None) else f"Approve {node.id}?"
+        message = getattr(step, "message", None) or f"Approve {node.id}?"
         try:
             message = templates.render_text(message, self._context_for(node))
         except templates.TemplateError as exc:
             unit.attempts = max(unit.attempts, 1)
             self._finish(unit, "failed", error=f"step {node.id!r}, field `message`: {exc.message}")
             self._node_finished(node.id)
-            return
+            return True
         approvers = list(getattr(step, "approvers", []) or [])
         recorded = (
             self.setup.decisions.decision(self.run_id, node.id) if self.setup.decisions else None
         )
         if recorded is not None:
             self._apply_decision(unit, recorded)
-            return
+            return True
         allowed = not approvers or self.setup.user in approvers
         if self.options.approves(node.id, node.base_id) and allowed:
             if self.setup.decisions is not None:
@@ -873,21 +890,13 @@ class Executor:
                 )
             unit.attempts = max(unit.attempts, 1)
             self._emit(StepStarted(self.run_id, step=node.id, host="", attempt=unit.attempts))
-            self._emit(
-                StepOutput(
-                    self.run_id,
-                    step=node.id,
-                    host="",
-                    stream="ansflow",
-                    text=f"approved by {self.setup.user} (--approve)",
-                )
-            )
+            self._log(node.id, f"approved by {self.setup.user} (--approve)")
             self._finish(unit, "success")
             self._node_finished(node.id)
-            return
+            return True
         if self.setup.approver is not None and allowed:
             if len(self.running) >= self.concurrency:
-                return
+                return False
             unit.attempts = max(unit.attempts, 1)
             self._emit(StepStarted(self.run_id, step=node.id, host="", attempt=unit.attempts))
             worker = threading.Thread(
@@ -895,7 +904,7 @@ class Executor:
             )
             self.running[node.id] = worker
             worker.start()
-            return
+            return True
         unit.attempts = max(unit.attempts, 1)
         unit.status = "waiting"
         who = f" (approvers: {', '.join(approvers)})" if approvers else ""
@@ -909,15 +918,8 @@ class Executor:
                 error=f"waiting for approval: {message}{who}",
             )
         )
-        self._emit(
-            StepOutput(
-                self.run_id,
-                step=node.id,
-                host="",
-                stream="ansflow",
-                text=f"{message} -> ansflow approve {self.run_id} {node.id}",
-            )
-        )
+        self._log(node.id, f"{message} -> ansflow approve {self.run_id} {node.id}")
+        return True
 
     def _ask(self, node: StepNode, unit: Unit, message: str) -> None:
         _, _, timeout = self._settings(node.step)
@@ -955,15 +957,7 @@ class Executor:
         comment = f": {recorded['comment']}" if recorded.get("comment") else ""
         unit.attempts = max(unit.attempts, 1)
         if recorded.get("decision") == "approved":
-            self._emit(
-                StepOutput(
-                    self.run_id,
-                    step=unit.node.id,
-                    host="",
-                    stream="ansflow",
-                    text=f"approved by {who}{comment}",
-                )
-            )
+            self._log(unit.node.id, f"approved by {who}{comment}")
             self._finish(unit, "success")
         else:
             self._finish(unit, "failed", error=f"rejected by {who}{comment}")

@@ -1,4 +1,4 @@
-"""Process identity: a pid plus the process's start time, so a reused pid is never mistaken for ours."""
+"""Process identity: a pid plus its start time, so a reused pid is never mistaken for ours."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import socket
 
 
 def start_time(pid: int) -> str | None:
-    """The kernel's start time of a process (clock ticks since boot), or None if it is gone."""
+    """The kernel's start time of a live process (clock ticks since boot), or None if it is gone.
+
+    A zombie counts as gone: a killed ansflow whose parent never reaps it must not look alive.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
@@ -16,6 +19,8 @@ def start_time(pid: int) -> str | None:
     # NOTE: the command name (field 2) may hold spaces and parentheses; split after the last ')'.
     rest = data[data.rfind(b")") + 2 :].split()
     try:
+        if rest[0] in (b"Z", b"X"):
+            return None
         return rest[19].decode()
     except IndexError:
         return None

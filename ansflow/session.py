@@ -1,7 +1,7 @@
 """Putting a run together: pipeline, secrets, places, store, lock, executor, renderer.
 
-`start_run` and `resume_run` are what `ansflow run` and `ansflow resume` call. Everything that can be
-wrong with the input is found here before the run is created, so bad input never leaves a run
+`start_run` and `resume_run` are what `ansflow run` and `ansflow resume` call. Everything that can
+be wrong with the input is found here before the run is created, so bad input never leaves a run
 behind (exit 2, nothing run, nothing stored).
 """
 
@@ -260,11 +260,13 @@ def resume_run(
             on_disk = file.read_bytes()
             if hashlib.sha256(on_disk).hexdigest() != raw["pipeline_sha256"]:
                 notes(
-                    f"note: {file} has changed since run {run_id} started; resuming with the pipeline as it was then"
+                    f"note: {file} has changed since run {run_id} started; "
+                    "resuming with the pipeline as it was then"
                 )
         except OSError:
             notes(
-                f"note: {file} is gone; resuming with the pipeline as it was when run {run_id} started"
+                f"note: {file} is gone; "
+                f"resuming with the pipeline as it was when run {run_id} started"
             )
         try:
             loaded = load_text(text, file)

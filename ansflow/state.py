@@ -355,7 +355,8 @@ class StateStore:
         statements: list[tuple[str, Sequence[Any]]] = [
             (
                 "UPDATE runs SET status = 'running', finished_at = NULL, duration = NULL,"
-                " exit_code = NULL, error = NULL, pid = ?, pid_start = ?, hostname = ? WHERE id = ?",
+                " exit_code = NULL, error = NULL, pid = ?, pid_start = ?, hostname = ?"
+                " WHERE id = ?",
                 (pid, started, hostname, run_id),
             )
         ]
@@ -402,9 +403,18 @@ class StateStore:
         elif isinstance(event, StepState):
             statements: list[tuple[str, Sequence[Any]]] = [
                 (
-                    "UPDATE steps SET status = ?, error = COALESCE(?, error)"
+                    "UPDATE steps SET status = ?, error = COALESCE(?, error),"
+                    " attempts = MAX(attempts, ?), started_at = COALESCE(started_at, ?)"
                     " WHERE run_id = ? AND step = ? AND host = ?",
-                    (event.status, event.error, event.run_id, event.step, event.host),
+                    (
+                        event.status,
+                        event.error,
+                        event.attempt,
+                        ts,
+                        event.run_id,
+                        event.step,
+                        event.host,
+                    ),
                 )
             ]
             if event.status == "retrying" and event.attempt:
@@ -671,7 +681,10 @@ class StateStore:
         """Log lines in order, read in pages so a long log is never held whole in memory."""
         last = after
         while True:
-            sql = "SELECT id, step, host, attempt, ts, stream, line FROM logs WHERE run_id = ? AND id > ?"
+            sql = (
+                "SELECT id, step, host, attempt, ts, stream, line FROM logs"
+                " WHERE run_id = ? AND id > ?"
+            )
             params: list[Any] = [run_id, last]
             if step is not None:
                 sql += " AND (step = ? OR step LIKE ? ESCAPE '\\')"

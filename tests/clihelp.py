@@ -46,7 +46,11 @@ class Cli:
         return [sys.executable, "-m", "ansflow", *args]
 
     def __call__(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, stdin: str | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        stdin: str | None = None,
     ) -> Result:
         proc = subprocess.run(
             self.command(*args),
@@ -61,7 +65,9 @@ class Cli:
         assert "Traceback" not in proc.stderr, proc.stderr
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[str]:
+    def popen(
+        self, *args: str, env: dict[str, str] | None = None, **kwargs: Any
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
             self.command(*args),
             cwd=self.cwd,

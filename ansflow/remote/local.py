@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import glob as globmod
 import os
+import selectors
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import IO
 
@@ -16,22 +18,36 @@ from ansflow.cancel import CancelScope
 from ansflow.remote.base import Command, LineSink, Runner, RunnerError
 
 MAX_LINE = 64 * 1024
+#: How long output is still read after the command exited, if an escaped process holds the pipes.
+DRAIN_S = 2.0
 #: Time a process group gets between SIGTERM and SIGKILL.
 KILL_GRACE_S = 2.0
 
 
-def _pump(stream: IO[bytes], name: str, on_line: LineSink) -> None:
-    """Forward one pipe line by line; long lines are cut so memory stays bounded."""
-    try:
-        while True:
-            raw = stream.readline(MAX_LINE)
-            if not raw:
-                return
-            on_line(name, raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace"))
-    except (OSError, ValueError):
-        return
-    finally:
-        stream.close()
+class _Lines:
+    """Splits a byte stream into lines; a line longer than MAX_LINE is passed on in pieces."""
+
+    def __init__(self, name: str, on_line: LineSink) -> None:
+        self.name = name
+        self.on_line = on_line
+        self.partial = b""
+
+    def feed(self, data: bytes) -> None:
+        self.partial += data
+        *lines, self.partial = self.partial.split(b"\n")
+        for line in lines:
+            self._emit(line)
+        while len(self.partial) >= MAX_LINE:
+            self._emit(self.partial[:MAX_LINE])
+            self.partial = self.partial[MAX_LINE:]
+
+    def close(self) -> None:
+        if self.partial:
+            self._emit(self.partial)
+            self.partial = b""
+
+    def _emit(self, raw: bytes) -> None:
+        self.on_line(self.name, raw.rstrip(b"\r").decode("utf-8", "replace"))
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
@@ -83,21 +99,11 @@ class LocalRunner(Runner):
             raise RunnerError(f"{exc.filename or command.argv[0]}: permission denied") from None
         pgid = process.pid
         assert process.stdout is not None and process.stderr is not None
-        pumps = [
-            threading.Thread(target=_pump, args=(process.stdout, "stdout", on_line), daemon=True),
-            threading.Thread(target=_pump, args=(process.stderr, "stderr", on_line), daemon=True),
-        ]
-        for pump in pumps:
-            pump.start()
         if command.stdin is not None:
             threading.Thread(target=_feed, args=(process.stdin, command.stdin), daemon=True).start()
         with scope.on_cancel(lambda _reason: terminate_group(pgid)):
+            _read_until_done(process, pgid, on_line)
             code = process.wait()
-        # NOTE: like Jenkins' process tree killer, what the step left running in its group
-        # (`sleep 100 &`) is stopped now; otherwise it would hold our pipes open forever.
-        kill_group(pgid)
-        for pump in pumps:
-            pump.join()
         return code
 
     def make_temp_dir(self) -> str:
@@ -145,10 +151,71 @@ class LocalRunner(Runner):
         shutil.copyfile(remote, local)
 
     def glob(self, pattern: str, workdir: str | None) -> list[str]:
-        expanded = os.path.expanduser(pattern)
-        base = workdir or os.getcwd()
-        full = expanded if os.path.isabs(expanded) else os.path.join(base, expanded)
+        full = absolute_pattern(pattern, workdir or os.getcwd())
         return sorted(p for p in globmod.glob(full, recursive=True) if os.path.exists(p))
+
+
+def absolute_pattern(pattern: str, base: str) -> str:
+    """`pattern` made absolute: `~` expanded and a relative one put under `base`.
+
+    The folder parts that did not come from the pattern (the home folder, `base`) are escaped,
+    so a project living in `/srv/app[1]` does not turn its own path into a glob.
+    """
+    if pattern.startswith("~"):
+        head, sep, rest = pattern.partition("/")
+        home = os.path.expanduser(head)
+        if home != head:
+            return globmod.escape(home) + sep + rest
+    if os.path.isabs(pattern):
+        return pattern
+    return os.path.join(globmod.escape(base), pattern)
+
+
+def _read_until_done(process: subprocess.Popen[bytes], pgid: int, on_line: LineSink) -> None:
+    """Forward both pipes line by line in this thread until the command is over.
+
+    When the command exits, whatever it left running in its process group (`sleep 100 &`) is
+    killed, like Jenkins' process tree killer does; a process that escaped the group and still
+    holds the pipes gets DRAIN_S seconds before we stop reading.
+    """
+    assert process.stdout is not None and process.stderr is not None
+    selector = selectors.DefaultSelector()
+    splitters = {
+        process.stdout.fileno(): _Lines("stdout", on_line),
+        process.stderr.fileno(): _Lines("stderr", on_line),
+    }
+    for fd in splitters:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    exited_at: float | None = None
+    try:
+        while selector.get_map():
+            if exited_at is None:
+                wait = 0.1
+            else:
+                wait = exited_at + DRAIN_S - time.monotonic()
+                if wait <= 0:
+                    break
+            for key, _ in selector.select(wait):
+                try:
+                    data = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if data:
+                    splitters[key.fd].feed(data)
+                else:
+                    selector.unregister(key.fd)
+            if exited_at is None and process.poll() is not None:
+                exited_at = time.monotonic()
+                kill_group(pgid)
+    finally:
+        selector.close()
+        for splitter in splitters.values():
+            splitter.close()
+        process.stdout.close()
+        process.stderr.close()
+    if exited_at is None:
+        kill_group(pgid)
 
 
 def _feed(stdin: IO[bytes] | None, data: bytes) -> None:

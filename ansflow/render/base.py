@@ -76,6 +76,8 @@ class RunView:
             self.run_id = event.run_id
             self.pipeline = event.pipeline
             self.order = list(event.steps)
+            for step, host, status in event.units:
+                self.unit(step, host).status = status
             return None
         if isinstance(event, RunFinished):
             self.finished = event
@@ -124,7 +126,8 @@ def summary_line(view: RunView) -> str:
     parts = ", ".join(f"{count} {status}" for status, count in sorted(finished.counts.items()))
     hint = ""
     if finished.status == "waiting":
-        hint = f" (approve with `ansflow approve {view.run_id} STEP`, then `ansflow resume {view.run_id}`)"
+        run = view.run_id
+        hint = f" (approve with `ansflow approve {run} STEP`, then `ansflow resume {run}`)"
     return (
         f"run {view.run_id} {finished.status} in {format_duration(finished.duration)}"
         f": {parts}{hint}"

@@ -29,9 +29,10 @@ def _clock(event: Event) -> str:
 
 def finished_text(event: StepFinished, view: UnitView) -> str:
     text = event.status
-    if event.status not in ("skipped", "cancelled") or view.duration:
-        if view.duration is not None:
-            text += f" in {format_duration(view.duration)}"
+    if (event.status not in ("skipped", "cancelled") or view.duration) and (
+        view.duration is not None
+    ):
+        text += f" in {format_duration(view.duration)}"
     extra = detail_text(event.details)
     if extra:
         text += f" ({extra})"

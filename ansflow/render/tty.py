@@ -116,9 +116,9 @@ class TtyRenderer:
     def handle(self, event: Event) -> None:
         with self.lock:
             unit = self.view.apply(event)
-        if self.quiet and isinstance(event, StepFinished) and unit is not None:
-            if event.status in ("failed", "timed_out"):
-                self._print_failure(unit)
+        failed = isinstance(event, StepFinished) and event.status in ("failed", "timed_out")
+        if self.quiet and failed and unit is not None:
+            self._print_failure(unit)
         if isinstance(event, RunFinished):
             self._finish()
 
