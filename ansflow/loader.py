@@ -19,7 +19,7 @@ from ansflow import checks
 from ansflow.errors import Diagnostic, LoadError
 from ansflow.model import ID_PATTERN, SECRET_PATTERN, STEP_TYPE_NAMES, Pipeline, field_names_at
 from ansflow.planner import Graph, GraphError, GraphProblem, Plan, build_graph, expand
-from ansflow.yamlsrc import Document, Mark, YamlError, decode, parse
+from ansflow.yamlsrc import Document, Mark, YamlError, decode, line_col, parse, split_lines
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class _Locator:
 
     def __init__(self, file: str, text: str, document: Document | None) -> None:
         self.file = file
-        self.lines = text.splitlines()
+        self.lines = split_lines(text)
         self.text = text
         self.document = document
 
@@ -149,8 +149,7 @@ class _Locator:
             if found < 0:
                 found = self.text.find(span, mark.start)
             if found >= 0:
-                line = self.text.count("\n", 0, found) + 1
-                col = found - (self.text.rfind("\n", 0, found) + 1) + 1
+                line, col = line_col(self.text, found)
         return self.at(line, col, message)
 
     def step_label(self, path: tuple[Any, ...]) -> str | None:
@@ -241,8 +240,10 @@ def load_text(raw: bytes | str, path: Path) -> LoadedPipeline:
         problems.extend(checks.template_problems(pipeline, graph))
     if problems or graph is None:
         located = [locator.locate(p.path, p.message, p.at_key, p.span) for p in problems]
-        located.sort(key=lambda d: (d.line or 0, d.col or 0))
-        raise LoadError(located)
+        # NOTE: `${{ vars.x }}` written twice in one string is one mistake, reported once.
+        unique = list(dict.fromkeys(located))
+        unique.sort(key=lambda d: (d.line or 0, d.col or 0))
+        raise LoadError(unique)
     return LoadedPipeline(path=path, text=text, pipeline=pipeline, graph=graph, document=document)
 
 
@@ -275,10 +276,9 @@ def _schema_diagnostics(
             message, path = _tag_message(error, path, prefix)
         else:
             message = _field_message(error, path, prefix)
-        key = (path, message)
-        if key in seen:
+        if (path, message) in seen:
             continue
-        seen.add(key)
+        seen.add((path, message))
         diagnostics.append(locator.locate(path, message, at_key))
     diagnostics.sort(key=lambda d: (d.line or 0, d.col or 0))
     return diagnostics

@@ -6,9 +6,10 @@ Every model forbids unknown keys; the loader turns those errors into "did you me
 
 from __future__ import annotations
 
+import itertools
 import types
 import typing
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import (
     AfterValidator,
@@ -144,6 +145,13 @@ Target = Annotated[
 # --- steps ---------------------------------------------------------------------------------------
 
 
+def matrix_text(value: Scalar) -> str:
+    """A matrix value as it appears in instance ids (`test[python=3.11,debug=true]`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _matrix_list(value: object) -> object:
     """One matrix key's values; checked per key so that errors point at the key."""
     if not isinstance(value, list) or not value:
@@ -158,12 +166,23 @@ def _matrix_size(value: dict[str, list[Scalar]]) -> dict[str, list[Scalar]]:
     if not value:
         raise ValueError("matrix must have at least one key")
     count = 1
-    for values in value.values():
+    for key, values in value.items():
         count *= len(values)
+        texts = [matrix_text(v) for v in values]
+        twice = next((t for i, t in enumerate(texts) if t in texts[:i]), None)
+        if twice is not None:
+            # NOTE: `[1, "1"]` would make two instances with one id.
+            raise ValueError(f"matrix key {key!r} lists {twice!r} twice")
     if count > MAX_MATRIX_INSTANCES:
         raise ValueError(
             f"matrix expands to {count} instances; at most {MAX_MATRIX_INSTANCES} are allowed"
         )
+    ids: set[str] = set()
+    for combo in itertools.product(*value.values()):
+        inner = ",".join(f"{k}={matrix_text(v)}" for k, v in zip(value, combo, strict=True))
+        if inner in ids:
+            raise ValueError(f"two matrix combinations have the same instance id [{inner}]")
+        ids.add(inner)
     return value
 
 
@@ -346,10 +365,15 @@ def _step_tag(value: Any) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-Step = Annotated[
-    Union[tuple(Annotated[model, Tag(name)] for name, model in STEP_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(_step_tag),
-]
+if TYPE_CHECKING:
+    # NOTE: the unions below are built at run time from STEP_MODELS, which a type checker cannot
+    # follow; it sees the base classes instead.
+    Step: TypeAlias = StepBase
+else:
+    Step = Annotated[
+        Union[tuple(Annotated[model, Tag(name)] for name, model in STEP_MODELS.items())],  # noqa: UP007
+        Discriminator(_step_tag),
+    ]
 
 
 class ParallelBlock(Model):
@@ -364,15 +388,18 @@ def _entry_tag(value: Any) -> str | None:
     return _step_tag(value)
 
 
-Entry = Annotated[
-    Union[  # type: ignore[valid-type]  # noqa: UP007
-        tuple(
-            [Annotated[ParallelBlock, Tag("parallel")]]
-            + [Annotated[model, Tag(name)] for name, model in STEP_MODELS.items()]
-        )
-    ],
-    Discriminator(_entry_tag),
-]
+if TYPE_CHECKING:
+    Entry: TypeAlias = ParallelBlock | StepBase
+else:
+    Entry = Annotated[
+        Union[  # noqa: UP007
+            tuple(
+                [Annotated[ParallelBlock, Tag("parallel")]]
+                + [Annotated[model, Tag(name)] for name, model in STEP_MODELS.items()]
+            )
+        ],
+        Discriminator(_entry_tag),
+    ]
 
 
 class Defaults(Model):
@@ -471,3 +498,13 @@ def field_names_at(loc: tuple[Any, ...]) -> list[str]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return _field_names(annotation)
     return []
+
+
+def _models_built() -> None:
+    """Pydantic's plugin lookup has run by now (models are built); see ansflow/__init__.py."""
+    import ansflow
+
+    ansflow.restore_environment()
+
+
+_models_built()

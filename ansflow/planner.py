@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ansflow.model import ParallelBlock, Pipeline, Scalar, StepBase
+from ansflow.model import ParallelBlock, Pipeline, Scalar, StepBase, matrix_text
 
 Path = tuple[Any, ...]
 
@@ -65,7 +65,8 @@ class StepNode:
 
     @property
     def kind(self) -> str:
-        return "shell" if self.step.type == "custom" else str(self.step.type)
+        kind = str(getattr(self.step, "type", "shell"))  # every concrete step type has `type`
+        return "shell" if kind == "custom" else kind
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,8 @@ class Graph:
 def instance_id(base_id: str, combo: Mapping[str, Scalar]) -> str:
     if not combo:
         return base_id
-    inner = ",".join(f"{key}={_scalar_text(value)}" for key, value in combo.items())
+    inner = ",".join(f"{key}={matrix_text(value)}" for key, value in combo.items())
     return f"{base_id}[{inner}]"
-
-
-def _scalar_text(value: Scalar) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def split_needs_name(name: str) -> str:

@@ -97,12 +97,31 @@ def _environment() -> Any:
 
 #: Said when jinja's recursive parser or Python's compiler gives up on a deeply nested expression.
 _TOO_DEEP = "expression is nested too deeply (or too long) to evaluate"
+#: Deeper syntax trees are refused before compiling: jinja's code generation takes time quadratic
+#: in the depth (seconds for `a.b.b.b...` 200 deep), and real expressions are a few levels deep.
+MAX_EXPRESSION_DEPTH = 100
+
+
+def _deeper_than(node: Node, limit: int) -> bool:
+    stack = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in current.iter_child_nodes())
+    return False
 
 
 @lru_cache(maxsize=4096)
 def _compile(source: str) -> TemplateExpression:
     from jinja2 import TemplateSyntaxError
 
+    try:
+        tree = _parse(source)
+    except TemplateError:
+        tree = None  # NOTE: compiling below gives the syntax error its usual wording
+    if tree is not None and _deeper_than(tree, MAX_EXPRESSION_DEPTH):
+        raise TemplateError(_TOO_DEEP)
     try:
         return _environment().compile_expression(source, undefined_to_none=False)
     except TemplateSyntaxError as exc:

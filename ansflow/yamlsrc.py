@@ -58,6 +58,25 @@ class Document:
     styles: dict[Path, str | None] = field(default_factory=dict)
 
 
+#: What YAML counts as a line break (so our line numbers agree with the parser's marks).
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of `text` as YAML numbers them (str.splitlines also splits at \\f and others)."""
+    lines = _LINE_BREAK.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def line_col(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset, counting line breaks as YAML does."""
+    breaks = list(_LINE_BREAK.finditer(text, 0, offset))
+    start = breaks[-1].end() if breaks else 0
+    return len(breaks) + 1, offset - start + 1
+
+
 class _Resolver(BaseResolver):
     """YAML 1.2 core schema: only true/false are booleans; no sexagesimal numbers, no dates."""
 
@@ -128,10 +147,9 @@ def decode(raw: bytes) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        before = raw[: exc.start]
-        line = before.count(b"\n") + 1
         # NOTE: in characters, not bytes: the bytes before the bad one are valid UTF-8.
-        col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8")) + 1
+        before = raw[: exc.start].decode("utf-8")
+        line, col = line_col(before, len(before))
         raise YamlError(
             [Problem(line, col, f"file is not UTF-8 text (byte 0x{raw[exc.start]:02x})")]
         ) from None
@@ -171,8 +189,7 @@ def parse(text: str) -> Document:
         raise YamlError([_problem_from(exc)]) from None
     except yaml.YAMLError as exc:  # a ReaderError has no mark object but a position
         position = getattr(exc, "position", 0) or 0
-        line = text.count("\n", 0, position) + 1
-        col = position - (text.rfind("\n", 0, position) + 1) + 1
+        line, col = line_col(text, position)
         reason = getattr(exc, "reason", None) or str(exc)
         raise YamlError([Problem(line, col, f"unacceptable character: {reason}")]) from None
     except RecursionError:
