@@ -420,6 +420,51 @@ def stats(
         _echo(stats_text(entries))
 
 
+# --- other systems --------------------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    file: FileArg = DEFAULT_FILE,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="jenkinsfile, gitlab-ci or github-actions.")
+    ] = "jenkinsfile",
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Translate the pipeline into a Jenkinsfile, .gitlab-ci.yml or a GitHub Actions workflow."""
+    from ansflow.export import export as render_export
+    from ansflow.loader import load_file
+
+    text = render_export(load_file(file), format)
+    if out is None:
+        _echo(text)
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {out}", err=True)
+
+
+@targets_app.command("check")
+def targets_check(
+    file: FileArg = DEFAULT_FILE,
+    json_out: JsonFlag = False,
+    secrets_file: Annotated[
+        Path | None, typer.Option("--secrets-file", help="A dotenv file with secret values.")
+    ] = None,
+) -> int:
+    """Reach every target: SSH login and host key per host, Jenkins version and credentials."""
+    from ansflow.targetcheck import check_targets, checks_json, checks_text
+
+    results = check_targets(file, secrets_file)
+    _echo(checks_json(results) if json_out else checks_text(results))
+    return 1 if any(not r.ok for r in results) else 0
+
+
 def main() -> None:
     """Entry point: run the app and map every error to one message and an exit code."""
     # NOTE: typer vendors click in recent releases; find its exception base through a public name.

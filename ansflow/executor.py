@@ -208,6 +208,11 @@ class Executor:
         self.units: dict[str, list[Unit]] = {}
         self.running: dict[str, Any] = {}
         self.ready: list[tuple[int, str]] = []
+        self.bad_nodes: set[str] = set()
+        self.cancelled_nodes: set[str] = set()
+        #: Units that failed while their node is still running (other hosts): run.status sees them.
+        self.bad_units: set[tuple[str, str]] = set()
+        self.upstream_cache: dict[str, frozenset[str]] = {}
         self.unmet: dict[str, int] = {}
         self.dependants: dict[str, list[str]] = {}
         self.pool: ThreadPoolExecutor
@@ -445,6 +450,8 @@ class Executor:
                 unit.outputs = dict(event.outputs)
                 unit.exit_code = event.exit_code
                 unit.error = event.error
+                if event.status in BAD and not unit.node.step.continue_on_error:
+                    self.bad_units.add(unit.key)
                 if (
                     self.options.fail_fast
                     and event.status in BAD
@@ -481,6 +488,11 @@ class Executor:
         if node_id in self.done_nodes or any(u.status not in END_STATES for u in units):
             return
         self.done_nodes.add(node_id)
+        status = self._node_status(node_id)
+        if status in BAD and not self.plan.by_id[node_id].step.continue_on_error:
+            self.bad_nodes.add(node_id)
+        elif status == "cancelled":
+            self.cancelled_nodes.add(node_id)
         for dependant in self.dependants.get(node_id, ()):
             self.unmet[dependant] -= 1
             if self.unmet[dependant] == 0:
@@ -520,10 +532,14 @@ class Executor:
         return aggregate(u.status for u in self.units[node_id])
 
     def _is_bad(self, node_id: str) -> bool:
-        return (
-            self._node_status(node_id) in BAD
-            and not self.plan.by_id[node_id].step.continue_on_error
-        )
+        return node_id in self.bad_nodes
+
+    def _upstream(self, node: StepNode) -> frozenset[str]:
+        found = self.upstream_cache.get(node.id)
+        if found is None:
+            found = self.plan.upstream(node.id)
+            self.upstream_cache[node.id] = found
+        return found
 
     def _needs_succeeded(self, node: StepNode) -> tuple[bool, str | None]:
         """success(): every need succeeded (or may fail), and nothing upstream failed."""
@@ -532,18 +548,18 @@ class Executor:
             allowed = status in BAD and self.plan.by_id[need].step.continue_on_error
             if status not in ("success", "deselected") and not allowed:
                 return False, f"needs {need}, which is {status}"
-        for upstream in self.plan.upstream(node.id):
-            status = self._node_status(upstream)
-            if status == "cancelled" or self._is_bad(upstream):
-                return False, f"upstream step {upstream} is {status}"
+        upstream = self._upstream(node)
+        # NOTE: set operations, not a loop: a long chain of steps has every earlier step upstream.
+        for broken in (self.bad_nodes & upstream) or (self.cancelled_nodes & upstream):
+            return False, f"upstream step {broken} is {self._node_status(broken)}"
         return True, None
 
     def _condition_functions(self, node: StepNode) -> dict[str, Callable[[], bool]]:
-        upstream = self.plan.upstream(node.id)
+        upstream = self._upstream(node)
         return {
             "success": lambda: self._needs_succeeded(node)[0],
             "always": lambda: True,
-            "failure": lambda: any(self._is_bad(u) for u in upstream),
+            "failure": lambda: not self.bad_nodes.isdisjoint(upstream),
             "cancelled": lambda: self.stopping == "cancel",
         }
 
@@ -589,13 +605,8 @@ class Executor:
             return "cancelled"
         if self.stopping == "fail-fast":
             return "failed"
-        for node_id in self.done_nodes:
-            if self._is_bad(node_id):
-                return "failed"
-        for units in self.units.values():
-            for unit in units:
-                if unit.status in BAD and not unit.node.step.continue_on_error:
-                    return "failed"
+        if self.bad_nodes or self.bad_units:
+            return "failed"
         return "success"
 
     def _base_context(self) -> dict[str, Any]:

@@ -63,11 +63,18 @@ class Places:
                 except InventoryError as exc:
                     raise UsageError(str(exc)) from None
             else:
-                self._inventory = Inventory.empty()
+                self._inventory = Inventory()
         try:
-            return list(self._inventory.resolve(spec.hosts))
+            hosts = list(self._inventory.resolve(spec.hosts))
         except InventoryError as exc:
             raise UsageError(f"target {target!r}: {exc}") from None
+        if spec.port is not None:
+            import dataclasses
+
+            hosts = [
+                h if h.port is not None else dataclasses.replace(h, port=spec.port) for h in hosts
+            ]
+        return hosts
 
     def runner(self, node: StepNode, host: Any) -> Runner:
         if host is None:

@@ -110,7 +110,19 @@ class LocalRunner(Runner):
         return tempfile.mkdtemp(prefix="ansflow-")
 
     def remove_tree(self, path: str) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+        # NOTE: a step's temp folder holds two or three plain files; unlinking them directly is
+        # several times cheaper than rmtree, which matters for pipelines of many short steps.
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        raise IsADirectoryError(entry.path)
+                    os.unlink(entry.path)
+            os.rmdir(path)
+        except FileNotFoundError:
+            return
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

@@ -1,6 +1,7 @@
 """Built-in step types, one module each; importing this package registers them all."""
 
 from ansflow.steps import (  # noqa: F401
+    ansible,
     approval,
     build,
     fetch_code,

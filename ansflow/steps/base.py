@@ -86,7 +86,7 @@ def shell_argv(shell: str | None, path: str) -> list[str]:
 
 @dataclass
 class StepResult:
-    """How an attempt ended. `status` is success or failed; timeouts and cancels are the executor's."""
+    """How an attempt ended: `status` is success or failed (timeouts and cancels: the executor)."""
 
     status: str
     exit_code: int | None = None

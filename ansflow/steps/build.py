@@ -51,6 +51,7 @@ def _files(ctx: StepContext, matches: list[str]) -> list[str]:
 
 def collect_artifacts(ctx: StepContext, patterns: list[str]) -> list[dict[str, object]]:
     artifacts: list[dict[str, object]] = []
+    seen: set[str] = set()
     for pattern in patterns:
         matches = ctx.runner.glob(pattern, ctx.workdir)
         if not matches:
@@ -59,6 +60,9 @@ def collect_artifacts(ctx: StepContext, patterns: list[str]) -> list[dict[str, o
         if not files:
             raise StepError(f"artifact {pattern!r} matched only empty folders")
         for path in files:
+            if path in seen:
+                continue  # NOTE: two globs matching one file record it once.
+            seen.add(path)
             size, digest = fingerprint(ctx, path)
             artifacts.append({"path": path, "size": size, "sha256": digest})
             ctx.log(f"artifact {path} ({size} bytes, sha256 {digest[:12]}…)")

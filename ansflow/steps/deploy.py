@@ -11,14 +11,14 @@ import posixpath
 from pathlib import Path
 
 from ansflow.model import DeployStep
+from ansflow.remote.local import absolute_pattern
 from ansflow.steps.base import StepContext, StepError, StepResult, StepType, register
 
 
 def _sources(ctx: StepContext, pattern: str) -> list[Path]:
     base = ctx.pipeline_dir if ctx.runner.host is not None or not ctx.workdir else Path(ctx.workdir)
-    expanded = Path(pattern).expanduser()
-    full = expanded if expanded.is_absolute() else base / expanded
-    matches = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
+    full = absolute_pattern(pattern, str(base))
+    matches = sorted(Path(p) for p in glob.glob(full, recursive=True) if Path(p).is_file())
     if not matches:
         raise StepError(f"deploy source {pattern!r} matched no file (looked in {base})")
     return matches

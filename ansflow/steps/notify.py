@@ -1,11 +1,12 @@
-"""`notify`: POST JSON to a webhook, or run a command with the message in $ANSFLOW_MESSAGE and on stdin."""
+"""`notify`: POST JSON to a webhook, or run a command given the message in $ANSFLOW_MESSAGE and on
+stdin."""
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
+import threading
 
+from ansflow.cancel import CancelScope
 from ansflow.model import NotifyStep
 from ansflow.steps.base import StepContext, StepError, StepResult, StepType, register
 
@@ -14,6 +15,9 @@ WEBHOOK_TIMEOUT_S = 15.0
 
 def post_json(url: str, body: dict[str, object], timeout: float = WEBHOOK_TIMEOUT_S) -> int:
     """POST and return the HTTP status; errors become StepError naming the URL."""
+    import urllib.error
+    import urllib.request
+
     if not url.startswith(("http://", "https://")):
         raise StepError(f"webhook {url!r} must be an http:// or https:// URL")
     data = json.dumps(body).encode("utf-8")
@@ -36,6 +40,35 @@ def post_json(url: str, body: dict[str, object], timeout: float = WEBHOOK_TIMEOU
         raise StepError(f"webhook {url} failed: {exc}") from None
 
 
+def post_until_cancelled(
+    url: str, body: dict[str, object], scope: CancelScope, timeout: float = WEBHOOK_TIMEOUT_S
+) -> int | None:
+    """`post_json` that gives up as soon as the step is cancelled or times out (then None).
+
+    urllib cannot be interrupted, so the request runs in a daemon thread that is abandoned on a
+    cancel; it ends by itself within `timeout`.
+    """
+    outcome: dict[str, int | BaseException] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["code"] = post_json(url, body, timeout)
+        except BaseException as exc:  # handed to the waiting thread below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="ansflow-webhook", daemon=True).start()
+    with scope.on_cancel(lambda _reason: done.set()):
+        done.wait()
+    error = outcome.get("error")
+    if isinstance(error, BaseException):
+        raise error
+    code = outcome.get("code")
+    return code if isinstance(code, int) else None
+
+
 @register
 class Notify(StepType):
     """Tells people how the run is going; `run.status` is the run's status so far."""
@@ -53,7 +86,9 @@ class Notify(StepType):
                 "status": status,
                 "message": step.message,
             }
-            code = post_json(step.webhook, body)
+            code = post_until_cancelled(step.webhook, body, ctx.scope)
+            if code is None:
+                return StepResult("failed", None, f"stopped while posting to {step.webhook}")
             ctx.log(f"webhook answered HTTP {code}")
             return StepResult("success", None, details={"webhook_status": code})
         assert step.command is not None

@@ -1,4 +1,4 @@
-"""`shell` (alias `custom`): a script run by bash with `-e -o pipefail`, by `sh -e`, or any interpreter."""
+"""`shell` (alias `custom`): a script run by `bash -e -o pipefail`, `sh -e`, or any interpreter."""
 
 from __future__ import annotations
 

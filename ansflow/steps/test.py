@@ -60,6 +60,8 @@ class Test(StepType):
                     raise StepError(f"JUnit report {pattern!r} matched no file")
                 continue
             for path in matches:
+                if path in files:
+                    continue  # NOTE: two globs matching one report must not count it twice.
                 data = ctx.runner.read_file(path)
                 if data is None:
                     raise StepError(f"JUnit report {path} vanished before it could be read")
