@@ -812,10 +812,11 @@ class Executor:
         for name in step.model_fields:
             if name in STATIC_FIELDS or name == "when":
                 continue
-            value = getattr(step, name)
-            if not isinstance(value, str | list | dict) or not _has_template(value):
+            if not isinstance(getattr(step, name), str | list | dict):
                 continue
             raw = step.model_dump(include={name})[name]
+            if not _has_template(raw):
+                continue
             try:
                 updates[name] = templates.render_value(raw, context, as_text=True)
             except templates.TemplateError as exc:

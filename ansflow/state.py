@@ -206,7 +206,7 @@ class StateStore:
             raise StorageError(f"cannot read state database {path}: permission denied")
         if path.exists() and not readonly and not os.access(path, os.W_OK):
             raise StorageError(
-                f"cannot write state database {path}: permission denied (read-only file)"
+                f"cannot write state database {path}: the file or its file system is read-only"
             )
         _check_header(path)
         try:

@@ -6,6 +6,7 @@ opened lazily, one per host per run, and closed when the run ends.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ class Places:
         self._pools: dict[str, Any] = {}
         self._jenkins: dict[str, Any] = {}
         self._inventory: Any = None
+        self._lock = threading.RLock()
 
     def kind(self, target: str) -> str:
         spec = self.pipeline.targets.get(target)
@@ -46,9 +48,10 @@ class Places:
         spec = self.pipeline.targets.get(target)
         if not isinstance(spec, SSHTarget) or node.kind == "ansible":
             return [None]
-        if target not in self._hosts:
-            self._hosts[target] = self._resolve_hosts(target, spec)
-        return list(self._hosts[target])
+        with self._lock:
+            if target not in self._hosts:
+                self._hosts[target] = self._resolve_hosts(target, spec)
+            return list(self._hosts[target])
 
     def _resolve_hosts(self, target: str, spec: SSHTarget) -> list[Any]:
         from ansflow.inventory import Inventory, InventoryError, load_inventory
@@ -82,15 +85,19 @@ class Places:
         return self._pool(node.target).runner(host)
 
     def _pool(self, target: str) -> Any:
-        pool = self._pools.get(target)
-        if pool is None:
-            from ansflow.remote.ssh import SSHPool
+        # NOTE: the hosts of a fleet start in parallel; without the lock two threads could each
+        # make a pool and the run would open two connections to one host.
+        with self._lock:
+            pool = self._pools.get(target)
+            if pool is None:
+                from ansflow.remote.ssh import SSHPool
 
-            spec = self.pipeline.targets[target]
-            assert isinstance(spec, SSHTarget)
-            pool = SSHPool(ssh_settings(spec, self.secrets, self.context, self.pipeline_dir))
-            self._pools[target] = pool
-        return pool
+                spec = self.pipeline.targets[target]
+                assert isinstance(spec, SSHTarget)
+                settings = ssh_settings(spec, self.secrets, self.context, self.pipeline_dir)
+                pool = SSHPool(settings)
+                self._pools[target] = pool
+            return pool
 
     def forks(self, node: StepNode) -> int:
         spec = self.pipeline.targets.get(node.target)
@@ -112,20 +119,22 @@ class Places:
         spec = self.pipeline.targets.get(target)
         if not isinstance(spec, SSHTarget):
             return []
-        if target not in self._hosts:
-            self._hosts[target] = self._resolve_hosts(target, spec)
-        return list(self._hosts[target])
+        with self._lock:
+            if target not in self._hosts:
+                self._hosts[target] = self._resolve_hosts(target, spec)
+            return list(self._hosts[target])
 
     def jenkins(self, target: str) -> Any:
-        client = self._jenkins.get(target)
-        if client is None:
-            from ansflow.remote.jenkins import connect
+        with self._lock:
+            client = self._jenkins.get(target)
+            if client is None:
+                from ansflow.remote.jenkins import connect
 
-            spec = self.pipeline.targets[target]
-            assert isinstance(spec, JenkinsTarget)
-            client = connect(target, spec, self.secrets, self.context)
-            self._jenkins[target] = client
-        return client
+                spec = self.pipeline.targets[target]
+                assert isinstance(spec, JenkinsTarget)
+                client = connect(target, spec, self.secrets, self.context)
+                self._jenkins[target] = client
+            return client
 
     def close(self) -> None:
         for pool in self._pools.values():

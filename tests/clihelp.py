@@ -91,3 +91,23 @@ class Cli:
             (f"{s['step']}@{s['host']}" if s["host"] else s["step"]): s["status"]
             for s in data["steps"]
         }
+
+
+def alive(pid: int) -> bool:
+    """A pid that exists and is not a zombie waiting to be reaped (a killed child may linger)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
+    """Poll a condition that an event makes true (a file appears, a state is committed)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

@@ -9,31 +9,13 @@ import sqlite3
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from tests.clihelp import Cli
+from tests.clihelp import Cli, alive, wait_for
 
 DEADLINE_S = 60.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    """Poll a condition that an event makes true (a file appears, a state is committed)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
 
 
 def unfinished(cli: Cli, run: str = "last") -> list[str]:
@@ -470,26 +452,81 @@ def test_truncated_sqlite_file_is_refused(cli: Cli) -> None:
     assert result.code == 2 and str(broken) in result.err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_read_only_database(cli: Cli) -> None:
+def _in_shell(cli: Cli, wrapper: list[str], script: str) -> subprocess.CompletedProcess[str]:
+    """Run ansflow commands under `wrapper` (capsh, unshare), as a user would in a shell."""
+    return subprocess.run(
+        [*wrapper, "sh", "-c", script] if wrapper[0] != "capsh" else [*wrapper, "--", "-c", script],
+        cwd=cli.cwd,
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+
+
+def _ansflow(cli: Cli, *args: str) -> str:
+    import shlex
+
+    return shlex.join(cli.command(*args))
+
+
+def test_read_only_database_file(cli: Cli) -> None:
+    """chmod 444, and root's permission override dropped with capsh, as for a normal user."""
+    import shutil
+
+    if shutil.which("capsh") is None:
+        pytest.skip("capsh is not installed")
     cli.write("p.yml", "steps:\n  - {id: a, run: 'echo hi'}\n")
     assert cli("run", "p.yml").code == 0
-    cli.db.chmod(stat.S_IRUSR)
-    result = cli("run", "p.yml")
-    assert result.code == 2 and "read-only" in result.err
-    shown = cli("show", "last")
-    assert shown.code == 0 and "success" in shown.out
+    cli.db.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    script = (
+        f"{_ansflow(cli, 'show', 'last')}; echo show=$?; "
+        f"{_ansflow(cli, 'runs')}; echo runs=$?; "
+        f"{_ansflow(cli, 'run', 'p.yml')}; echo run=$?"
+    )
+    result = _in_shell(cli, ["capsh", "--drop=cap_dac_override,cap_dac_read_search"], script)
+    assert "show=0" in result.stdout and "success" in result.stdout, result
+    assert "runs=0" in result.stdout
+    assert "run=2" in result.stdout
+    assert str(cli.db) in result.stderr and "read-only" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
-def test_read_only_database_as_root_via_immutable_medium(cli: Cli, tmp_path: Path) -> None:
-    """Root ignores permissions, so a read-only mount is simulated by a chattr-less trick:
-    a database folder we cannot write because it is a file path below a regular file."""
-    cli.write("p.yml", "steps:\n  - {id: a, run: 'true'}\n")
+def test_read_only_file_system(cli: Cli) -> None:
+    """A read-only bind mount in a private mount namespace (unshare), like a read-only medium."""
+    import shutil
+
+    probe = (
+        subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+        if shutil.which("unshare")
+        else None
+    )
+    if probe is None or probe.returncode != 0:
+        pytest.skip("unprivileged mount namespaces are not available")
+    cli.write("p.yml", "steps:\n  - {id: a, run: 'echo hi'}\n")
+    assert cli("run", "p.yml").code == 0
+    folder = cli.db.parent
+    script = (
+        f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && "
+        f"{_ansflow(cli, 'show', 'last')}; echo show=$?; "
+        f"{_ansflow(cli, 'logs', 'last')}; echo logs=$?; "
+        f"{_ansflow(cli, 'run', 'p.yml')}; echo run=$?"
+    )
+    result = _in_shell(cli, ["unshare", "-rm"], script)
+    assert "show=0" in result.stdout and "success" in result.stdout, result
+    assert "logs=0" in result.stdout and "hi" in result.stdout
+    assert "run=2" in result.stdout
+    assert "read-only" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_database_below_a_file(cli: Cli) -> None:
+    cli.write("p.yml", "steps:\n  - {id: a, run: 'touch ran'}\n")
     blocker = cli.cwd / "not-a-folder"
     blocker.write_text("x")
     result = cli("run", "p.yml", "--db", str(blocker / "state.db"))
     assert result.code == 2
     assert str(blocker / "state.db") in result.err
+    assert not (cli.cwd / "ran").exists()
 
 
 def test_resume_says_when_the_file_changed(cli: Cli) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clihelp import Cli
+from tests.clihelp import Cli, alive
 
 
 def stamps(folder: Path, name: str) -> tuple[float, float]:
@@ -155,15 +155,6 @@ def test_retries_exhausted_fail_and_dependants_are_skipped(cli: Cli) -> None:
     assert not {s["status"] for s in shown["steps"]} & {"pending", "running", "retrying"}
 
 
-def _alive(pid: int) -> bool:
-    """A pid that exists and is not a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
 def test_timeout_kills_the_whole_process_group(cli: Cli) -> None:
     cli.write(
         "p.yml",
@@ -188,7 +179,7 @@ def test_timeout_kills_the_whole_process_group(cli: Cli) -> None:
     assert cli.statuses()["after"] == "skipped"
     for name in ("child.pid", "grandchild.pid", "shell.pid"):
         pid = int((cli.cwd / name).read_text())
-        assert not _alive(pid), f"{name} ({pid}) survived the timeout"
+        assert not alive(pid), f"{name} ({pid}) survived the timeout"
 
 
 def test_background_process_left_by_a_step_is_stopped(cli: Cli) -> None:
@@ -201,7 +192,7 @@ def test_background_process_left_by_a_step_is_stopped(cli: Cli) -> None:
     )
     result = cli("run", "p.yml", timeout=30)
     assert result.code == 0, result
-    assert not _alive(int((cli.cwd / "bg.pid").read_text()))
+    assert not alive(int((cli.cwd / "bg.pid").read_text()))
 
 
 def test_secrets_are_masked_in_output_logs_events_and_database(cli: Cli) -> None:
@@ -451,7 +442,7 @@ def test_fail_fast_cancels_the_rest(cli: Cli) -> None:
     result = cli("run", "p.yml", "--fail-fast", timeout=60)
     assert result.code == 1, result
     assert cli.statuses() == {"long": "cancelled", "boom": "failed", "later": "cancelled"}
-    assert not _alive(int((cli.cwd / "long.pid").read_text()))
+    assert not alive(int((cli.cwd / "long.pid").read_text()))
 
 
 def test_only_from_and_dry_run(cli: Cli) -> None:

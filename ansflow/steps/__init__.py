@@ -5,6 +5,7 @@ from ansflow.steps import (  # noqa: F401
     approval,
     build,
     fetch_code,
+    jenkins,
     notify,
     security_scan,
     shell,

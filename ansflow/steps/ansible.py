@@ -22,7 +22,11 @@ CONNECTION_VARS = ("ansible_host", "ansible_port", "ansible_user")
 
 
 def find_playbook_command() -> str | None:
-    """ansible-playbook on PATH, or next to this Python (a virtualenv not on PATH)."""
+    """$ANSFLOW_ANSIBLE_PLAYBOOK, ansible-playbook on PATH, or next to this Python (a virtualenv
+    that is not on PATH)."""
+    chosen = os.environ.get("ANSFLOW_ANSIBLE_PLAYBOOK")
+    if chosen:
+        return chosen if shutil.which(chosen) else None
     found = shutil.which("ansible-playbook")
     if found:
         return found

@@ -45,6 +45,18 @@ class StepContext:
     services: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
+    def resolve(self, path: str) -> str:
+        """A path as the step's commands see it: relative ones are under the working folder.
+
+        Globs on SSH hosts answer relative to `workdir`, but SFTP reads relative to the login
+        folder, so paths are made absolute before files are read back.
+        """
+        import posixpath
+
+        if self.workdir and not posixpath.isabs(path):
+            return posixpath.join(self.workdir, path)
+        return path
+
     def log(self, text: str) -> None:
         """A line from ansflow itself about this step (shown and stored like output)."""
         self.emit("ansflow", text)

@@ -151,7 +151,7 @@ class SecurityScan(StepType):
         counts: Counter[str] = Counter()
         kinds: list[str] = []
         for path in matches:
-            data = ctx.runner.read_file(path)
+            data = ctx.runner.read_file(ctx.resolve(path))
             if data is None:
                 raise StepError(f"security report {path} vanished before it could be read")
             kind, found = count_findings(data, path)

@@ -62,7 +62,7 @@ class Test(StepType):
             for path in matches:
                 if path in files:
                     continue  # NOTE: two globs matching one report must not count it twice.
-                data = ctx.runner.read_file(path)
+                data = ctx.runner.read_file(ctx.resolve(path))
                 if data is None:
                     raise StepError(f"JUnit report {path} vanished before it could be read")
                 summary = summarize_junit(data, path)
