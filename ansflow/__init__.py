@@ -30,6 +30,7 @@ def restore_environment() -> None:
         os.environ.pop(_PLUGINS_VAR, None)
         _plugins_var_added = False
 
+
 __all__ = ["AnsflowError", "Diagnostic", "LoadError", "__version__", "load", "plan"]
 
 if TYPE_CHECKING:

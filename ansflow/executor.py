@@ -607,7 +607,15 @@ class Executor:
             return "failed"
         if self.bad_nodes or self.bad_units:
             return "failed"
+        if self._cancelled_elsewhere():
+            return "cancelled"
         return "success"
+
+    def _cancelled_elsewhere(self) -> bool:
+        """A step cancelled outside ansflow (a Jenkins build aborted in its UI): not a success."""
+        return any(
+            not self.plan.by_id[node_id].step.continue_on_error for node_id in self.cancelled_nodes
+        )
 
     def _base_context(self) -> dict[str, Any]:
         return {
@@ -1000,6 +1008,8 @@ class Executor:
             status, code = "cancelled", EXIT_CANCELLED
         elif self.run_status() == "failed":
             status, code = "failed", EXIT_FAILED
+        elif self._cancelled_elsewhere():
+            status, code = "cancelled", EXIT_CANCELLED
         elif waiting:
             status, code = "waiting", EXIT_WAITING
         else:

@@ -138,7 +138,14 @@ def prepare(loaded: LoadedPipeline, options: RunOptions) -> Prepared:
                     position=node.position,
                 )
             )
-    return Prepared(loaded, plan, options, variables, secrets, masker, places, pipeline_env, units)
+    prepared = Prepared(
+        loaded, plan, options, variables, secrets, masker, places, pipeline_env, units
+    )
+    if options.remote:
+        from ansflow.remote_mode import preflight
+
+        preflight(prepared)
+    return prepared
 
 
 def _hint(name: str, plan: Plan) -> str:

@@ -595,3 +595,22 @@ def test_bad_input_exit_codes(cli: Cli) -> None:
     assert cli("run", "p.yml", "--output", "fancy").code == 2
     assert cli("run", "p.yml", "--concurrency", "0").code == 2
     assert cli("run", "p.yml").code == 0
+
+
+def test_show_lists_what_steps_recorded(cli: Cli) -> None:
+    import hashlib
+
+    cli.write(
+        "p.yml",
+        """
+        steps:
+          - id: b
+            type: build
+            run: 'mkdir -p out && printf data > out/a.bin && echo "v=7" >> "$ANSFLOW_OUTPUT"'
+            artifacts: [out/*.bin]
+        """,
+    )
+    assert cli("run", "p.yml").code == 0
+    text = cli("show", "last").out
+    assert f"sha256 {hashlib.sha256(b'data').hexdigest()}" in text
+    assert "4 bytes" in text and "output v=7" in text

@@ -70,7 +70,7 @@ def show_text(run: dict[str, Any], steps: Sequence[dict[str, Any]]) -> str:
                 (s["error"] or "")[:100],
             )
         )
-    return (
+    text = (
         head
         + "\n"
         + table(
@@ -78,3 +78,41 @@ def show_text(run: dict[str, Any], steps: Sequence[dict[str, Any]]) -> str:
             rows,
         )
     )
+    notes = [line for s in steps for line in _detail_lines(s)]
+    return text + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def _detail_lines(step: dict[str, Any]) -> list[str]:
+    """What a step recorded besides its state: artifacts, tests, findings, uploads, build URL."""
+    details = step.get("details") or {}
+    outputs = step.get("outputs") or {}
+    if not details and not outputs:
+        return []
+    label = f"{step['step']}@{step['host']}" if step["host"] else step["step"]
+    lines = [f"{label}:"]
+    for artifact in details.get("artifacts") or []:
+        lines.append(
+            f"  artifact {artifact['path']}  {artifact['size']} bytes  sha256 {artifact['sha256']}"
+        )
+    tests = details.get("tests")
+    if isinstance(tests, dict):
+        lines.append(
+            f"  tests: {tests.get('tests', 0)} run, {tests.get('failures', 0)} failed, "
+            f"{tests.get('errors', 0)} errors, {tests.get('skipped', 0)} skipped"
+        )
+        lines.extend(f"    failed: {name}" for name in tests.get("failed_tests") or [])
+    scan = details.get("scan")
+    if isinstance(scan, dict):
+        findings = scan.get("findings") or {}
+        counts = ", ".join(f"{n} {sev}" for sev, n in findings.items() if n) or "none"
+        lines.append(f"  findings ({scan.get('format', '?')}): {counts}")
+    for upload in details.get("files") or []:
+        lines.append(f"  uploaded {upload['src']} -> {upload['dest']} ({upload['size']} bytes)")
+    if details.get("url"):
+        lines.append(f"  build {details['url']}")
+    if details.get("commit"):
+        lines.append(f"  commit {details['commit']}")
+    for key, value in outputs.items():
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        lines.append(f"  output {key}={shown}")
+    return lines if len(lines) > 1 else []

@@ -71,6 +71,7 @@ class JenkinsStepType(StepType):
     targets = frozenset({"jenkins"})
 
     def execute(self, ctx: StepContext) -> StepResult:
+        """Prepare the job, trigger it and follow the build; Jenkins errors become one line."""
         from ansflow.remote.jenkins import JenkinsError
 
         step = ctx.step
@@ -88,6 +89,7 @@ class JenkinsStepType(StepType):
     def _existing_job(
         self, ctx: StepContext, client: JenkinsClient, step: JenkinsStep, job: str
     ) -> tuple[str, dict[str, str] | None]:
+        """Check the job exists and can take the step's parameters, before queueing anything."""
         from ansflow.remote.jenkins import job_parameters
 
         info = client.job(job)
@@ -152,6 +154,7 @@ class JenkinsStepType(StepType):
 def _follow_build(
     ctx: StepContext, client: JenkinsClient, job: str, parameters: dict[str, str] | None
 ) -> StepResult:
+    """Queue item, build, console until `building` is false, then the result's mapping."""
     from ansflow.remote.jenkins import ConsoleReader, JenkinsError, Patience, poll_delay
 
     state = _Follow(job)
@@ -166,7 +169,12 @@ def _follow_build(
         time.sleep(seconds)
         return False
 
-    patience = Patience(client.window, wait, ctx.log, giving_up=f"gave up following job {job!r}")
+    patience = Patience(
+        client.window, wait, ctx.log, giving_up="gave up following the build (it may still run)"
+    )
+    if scope.cancelled:
+        # NOTE: stopped while the job was being prepared: do not start a build just to stop it.
+        return StepResult("cancelled", error="cancelled before the build was queued")
     item = client.trigger(job, parameters)
     state.details.update({"job": job, "queue_item": item})
     number = _wait_in_queue(ctx, client, state, patience, item)
@@ -258,6 +266,7 @@ def _wait_in_queue(
 def _stop(
     ctx: StepContext, client: JenkinsClient, state: _Follow, number: int, reason: str
 ) -> None:
+    """Press the build's stop button once; following goes on so its last lines are kept."""
     from ansflow.remote.jenkins import JenkinsError
 
     state.stop_sent = time.monotonic()
@@ -288,6 +297,7 @@ def _console_line(ctx: StepContext, state: _Follow, line: str) -> None:
 def _result(
     ctx: StepContext, client: JenkinsClient, state: _Follow, number: int, info: dict[str, Any]
 ) -> StepResult:
+    """SPEC section 7's mapping of Jenkins results onto step states."""
     from ansflow.executor import parse_outputs
 
     result = info.get("result")

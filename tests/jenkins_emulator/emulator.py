@@ -76,6 +76,7 @@ class JenkinsEmulator:
         *,
         crumb_exempt_api_tokens: bool = False,
         conditional_skip_status: str = "SUCCESS",
+        read_only_users: Sequence[str] = (),
     ) -> None:
         self._root_dir = tempfile.mkdtemp(prefix="jenkins-emu-")
         self._model = JenkinsModel(
@@ -88,6 +89,7 @@ class JenkinsEmulator:
             users=users if users is not None else {"robot": "token123"},
             version=version,
             crumb_exempt_api_tokens=crumb_exempt_api_tokens,
+            read_only_users=frozenset(read_only_users),
         )
         self._started = False
         self._stopped = False

@@ -187,9 +187,11 @@ class JenkinsHttp:
         users: Mapping[str, str],
         version: str,
         crumb_exempt_api_tokens: bool = False,
+        read_only_users: frozenset[str] = frozenset(),
     ) -> None:
         self.model = model
         self.users = dict(users)
+        self.read_only_users = read_only_users
         self.version = version
         self.crumb_exempt_api_tokens = crumb_exempt_api_tokens
         self.session = secrets.token_hex(4)
@@ -306,7 +308,7 @@ class JenkinsHttp:
         if method == "POST" and not self._crumb_ok(user, headers, {**query, **form}):
             resp = _error(403, "No valid crumb was included in the request")
             return resp
-        req = _Request(method, segs, query, form, body, user, ctype)
+        req = _Request(method, segs, query, form, body, user, ctype, user in self.read_only_users)
         try:
             with self.model.cond:
                 return self._route(req)
@@ -339,6 +341,7 @@ class JenkinsHttp:
             return self._api(req, data)
         if rest == ["createItem"]:
             req.require_post()
+            req.require("Job/Create")
             return self._create_item(req, folder)
         if rest == ["configure"] and not is_root:
             return _page(f"{folder.name} Config")
@@ -347,6 +350,7 @@ class JenkinsHttp:
                 return self._config_xml(req, folder)
             if rest == ["doDelete"]:
                 req.require_post()
+                req.require("Job/Delete")
                 self.model.delete_item(folder, req.user)
                 return _redirect(base + (folder.parent.url_path if folder.parent else ""))
             raise ApiError(404, "Not Found")
@@ -451,6 +455,7 @@ class JenkinsHttp:
             return self._api(req, api.queue_item_json(self.model, qi, self.base_url))
         if rest == ["cancelItem"]:
             req.require_post()
+            req.require("Job/Cancel")
             item_id = _int(req.query.get("id", req.form.get("id", "")))
             if not self.model.cancel(item_id):
                 raise ApiError(404, f"Provided id parameter {item_id} is not in the queue")
@@ -478,6 +483,7 @@ class JenkinsHttp:
 
     def _config_xml(self, req: _Request, item: Item) -> Response:
         if req.method == "POST":
+            req.require("Job/Configure")
             self.model.update_config(item, req.body)
             return _text("")
         return _text(item.config_xml, ctype="application/xml")
@@ -499,6 +505,7 @@ class JenkinsHttp:
             return _page(f"{job.name} Config")
         if rest in (["build"], ["buildWithParameters"]):
             req.require_post()
+            req.require("Job/Build")
             submitted = {**req.query, **req.form}
             submitted.pop("delay", None)
             submitted.pop("token", None)
@@ -513,6 +520,7 @@ class JenkinsHttp:
             return Response(201, b"", [("Location", f"{base}queue/item/{qi.id}/")])
         if rest in (["doDelete"], ["enable"], ["disable"]):
             req.require_post()
+            req.require("Job/Delete" if head == "doDelete" else "Job/Configure")
             if head == "doDelete":
                 self.model.delete_item(job, req.user)
                 parent = job.parent
@@ -561,11 +569,13 @@ class JenkinsHttp:
             return resp
         if rest in (["stop"], ["term"], ["kill"]):
             req.require_post()
+            req.require("Job/Cancel")
             self.model.stop_build(build, req.user)
             # Run.doStop answers forwardToPreviousPage: a redirect back to the build.
             return _redirect(build.url)
         if rest == ["doDelete"]:
             req.require_post()
+            req.require("Run/Delete")
             if build.building:
                 raise ApiError(
                     400, f"Unable to delete {job.full_name} {build.display_name}: build in progress"
@@ -607,11 +617,17 @@ class _Request:
     body: bytes
     user: str
     content_type: str
+    read_only: bool = False
 
     def require_post(self) -> None:
         """@RequirePOST: anything but POST gets 405."""
         if self.method != "POST":
             raise ApiError(405, "This URL requires POST")
+
+    def require(self, permission: str) -> None:
+        """checkPermission: a read-only user gets Jenkins' AccessDeniedException3 (403)."""
+        if self.read_only:
+            raise ApiError(403, f"{self.user} is missing the {permission} permission")
 
 
 def _validate(source: str) -> dict[str, Any]:
