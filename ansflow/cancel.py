@@ -7,9 +7,11 @@ callback on the step's scope, so the executor never needs to know what kind of w
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 CANCEL = "cancel"
 TIMEOUT = "timeout"
@@ -93,3 +95,31 @@ class CancelScope:
         timer.daemon = True
         timer.start()
         return timer
+
+
+class StopSignals:
+    """Counts SIGINT and SIGTERM (Ctrl-C, `ansflow cancel`) while a run owns the process.
+
+    The handler only counts: the run's loop looks at `count` between two pieces of work and
+    cancels from there, so a signal never runs cancellation code while the interrupted thread
+    holds one of its locks. Outside the main thread (a library caller) nothing is installed.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._on_signal)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, _signum: int, _frame: Any) -> None:
+        self.count += 1

@@ -12,7 +12,6 @@ import heapq
 import os
 import queue
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ansflow import templates
-from ansflow.cancel import CANCEL, TIMEOUT, CancelScope
+from ansflow.cancel import CANCEL, TIMEOUT, CancelScope, StopSignals
 from ansflow.durations import format_duration
 from ansflow.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_WAITING, StorageError
 from ansflow.events import (
@@ -222,7 +221,7 @@ class Executor:
         self.steps_context: dict[str, Any] = {}
         self.stopping: str | None = None  # "cancel" or "fail-fast"
         self.forced = False
-        self.signals = 0
+        self.stop_signals = StopSignals()
         self.signals_seen = 0
         self.log_buffer: list[StepOutput] = []
         self.log_since = 0.0
@@ -243,11 +242,11 @@ class Executor:
         self.scope.cancel(CANCEL)
 
     def run(self) -> Outcome:
-        self._install_signals()
+        self.stop_signals.install()
         try:
             return self._run()
         finally:
-            self._restore_signals()
+            self.stop_signals.restore()
             self.setup.places.close()
 
     # --- the scheduler ---------------------------------------------------------------------------
@@ -403,7 +402,7 @@ class Executor:
             self._flush_logs()
 
     def _check_signals(self) -> None:
-        while self.signals_seen < self.signals:
+        while self.signals_seen < self.stop_signals.count:
             self.signals_seen += 1
             self.request_cancel()
 
@@ -1033,25 +1032,6 @@ class Executor:
             )
         )
         return Outcome(self.run_id, status, code, duration, counts)
-
-    # --- signals ---------------------------------------------------------------------------------
-
-    def _install_signals(self) -> None:
-        self._previous: dict[int, Any] = {}
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._on_signal)
-
-    def _restore_signals(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        # NOTE: only a counter here; the scheduler loop acts on it, so a signal never runs
-        # cancellation code while the interrupted thread holds one of its locks.
-        self.signals += 1
 
 
 def host_context(host: Any) -> dict[str, Any]:

@@ -111,3 +111,62 @@ def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def run_in_pty(
+    cli: Cli,
+    args: list[str],
+    answer: str | None = None,
+    colour: bool = False,
+    timeout: float = 60.0,
+) -> tuple[int, str]:
+    """Run ansflow on a pseudo-terminal (stdin, stdout and stderr), as at a real terminal.
+
+    With `answer`, it is typed once the approval prompt (`[y/N]`) shows. Returns the exit status
+    and everything the terminal received.
+    """
+    import pty
+    import select
+    import subprocess
+    import time
+
+    leader, follower = pty.openpty()
+    env = {**cli.env, "COLUMNS": "120", "LINES": "40", "TERM": "xterm"}
+    if colour:
+        env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        cli.command(*args),
+        cwd=cli.cwd,
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+    )
+    os.close(follower)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                seen += data
+                if answer is not None and not answered and b"[y/N]" in seen:
+                    os.write(leader, answer.encode())
+                    answered = True
+            elif proc.poll() is not None:
+                break
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
+    return proc.returncode, seen.decode("utf-8", "replace")

@@ -9,28 +9,16 @@ import sqlite3
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.clihelp import Cli, alive, wait_for
+from tests.clihelp import Cli, alive, run_in_pty, wait_for
 
 DEADLINE_S = 60.0
 
 
 def unfinished(cli: Cli, run: str = "last") -> list[str]:
     return [k for k, v in cli.statuses(run).items() if v in ("pending", "running", "retrying")]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    """Processes a test starts; killed (by pid) if the test leaves them behind."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 COUNTING = "n=$(( $(cat {name}.count 2>/dev/null || echo 0) + 1 )); echo $n > {name}.count"
@@ -287,54 +275,10 @@ def test_approval_while_the_run_is_still_going(
     assert cli.statuses() == {"gate": "success", "after_gate": "success", "slow": "success"}
 
 
-def _run_in_pty(cli: Cli, args: list[str], answer: str | None) -> tuple[int, str]:
-    import pty
-    import select
-
-    leader, follower = pty.openpty()
-    env = {**cli.env, "COLUMNS": "120", "TERM": "xterm"}
-    proc = subprocess.Popen(
-        cli.command(*args),
-        cwd=cli.cwd,
-        env=env,
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        close_fds=True,
-    )
-    os.close(follower)
-    seen = b""
-    answered = False
-    deadline = time.monotonic() + DEADLINE_S
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(leader, 65536)
-                except OSError:
-                    break
-                if not data:
-                    break
-                seen += data
-                if answer is not None and not answered and b"[y/N]" in seen:
-                    os.write(leader, answer.encode())
-                    answered = True
-            elif proc.poll() is not None:
-                break
-        proc.wait(timeout=DEADLINE_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(leader)
-    return proc.returncode, seen.decode("utf-8", "replace")
-
-
 @pytest.mark.parametrize(("answer", "code", "gate"), [("y\n", 0, "success"), ("n\n", 1, "failed")])
 def test_terminal_prompt(cli: Cli, answer: str, code: int, gate: str) -> None:
     cli.write("p.yml", GATED)
-    returncode, screen = _run_in_pty(cli, ["run", "p.yml"], answer)
+    returncode, screen = run_in_pty(cli, ["run", "p.yml"], answer)
     assert "Ship it?" in screen
     assert returncode == code, screen
     assert cli.statuses()["gate"] == gate
@@ -349,7 +293,7 @@ def test_terminal_prompt_times_out(cli: Cli) -> None:
           - {id: after, run: 'true'}
         """,
     )
-    returncode, screen = _run_in_pty(cli, ["run", "p.yml"], None)
+    returncode, screen = run_in_pty(cli, ["run", "p.yml"], None)
     assert returncode == 1, screen
     assert cli.statuses() == {"gate": "timed_out", "after": "skipped"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clihelp import Cli, alive
+from tests.clihelp import Cli, alive, run_in_pty
 
 
 def stamps(folder: Path, name: str) -> tuple[float, float]:
@@ -537,11 +536,6 @@ def test_logs_follow_streams_until_the_run_ends(cli: Cli) -> None:
 
 
 def test_tty_view_under_a_pseudo_terminal(cli: Cli) -> None:
-    import pty
-    import select
-    import subprocess
-    import time
-
     cli.write(
         "p.yml",
         """
@@ -550,37 +544,8 @@ def test_tty_view_under_a_pseudo_terminal(cli: Cli) -> None:
           - {id: check, run: 'echo checking; exit 1'}
         """,
     )
-    leader, follower = pty.openpty()
-    env = {**cli.env, "COLUMNS": "120", "LINES": "40", "TERM": "xterm"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen(
-        cli.command("run", "p.yml"),
-        cwd=cli.cwd,
-        env=env,
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        close_fds=True,
-    )
-    os.close(follower)
-    chunks = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 0.5)
-        if ready:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    proc.wait(timeout=30)
-    os.close(leader)
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 1
+    code, screen = run_in_pty(cli, ["run", "p.yml"], colour=True)
+    assert code == 1, screen
     assert "\x1b[" in screen  # a live, coloured view
     assert "ansflow run 1" in screen  # the live view's title row
     assert "check" in screen and "failed" in screen
