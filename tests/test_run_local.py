@@ -579,3 +579,26 @@ def test_show_lists_what_steps_recorded(cli: Cli) -> None:
     text = cli("show", "last").out
     assert f"sha256 {hashlib.sha256(b'data').hexdigest()}" in text
     assert "4 bytes" in text and "output v=7" in text
+
+
+def test_stats_per_step(cli: Cli) -> None:
+    cli.write(
+        "p.yml",
+        """
+        steps:
+          - {id: quick, run: 'true'}
+          - {id: flaky, continue_on_error: true, run: '[ -e pass ]'}
+        """,
+    )
+    for _ in range(3):
+        assert cli("run", "p.yml").code == 0
+    (cli.cwd / "pass").touch()
+    assert cli("run", "p.yml").code == 0
+    entries = {e["step"]: e for e in json.loads(cli("stats", "--json").out)}
+    assert entries["quick"]["runs"] == 4 and entries["quick"]["success_rate"] == 1.0
+    assert entries["flaky"]["runs"] == 4 and entries["flaky"]["success_rate"] == 0.25
+    assert entries["flaky"]["recent"] == ["failed", "failed", "failed", "success"]
+    assert 0 <= entries["quick"]["median"] <= entries["quick"]["p95"]
+    table = cli("stats", "p").out
+    assert "flaky" in table and "25%" in table and "✗✗✗✓" in table
+    assert cli("stats", "other-pipeline").out.strip() == "no finished steps yet"
