@@ -286,3 +286,78 @@ def which(name: str, *, prefer: Path | None = None) -> str | None:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return shutil.which(name)
+
+
+# --- timing with a check of what each run printed ------------------------------------------------
+
+#: Called (untimed) with a finished run's output; raises RuntimeError when the run did not really do
+#: its work (a host missing from the output, a database row not `success`...).
+OutputCheck = Callable[[subprocess.CompletedProcess[bytes]], None]
+
+
+def time_once_checked(case: Case, run_index: int, check: OutputCheck | None) -> float:
+    """Like `time_once`, then `check` the run's output (after the clock stops).
+
+    A run that exits 0 but fails its check raises RuntimeError, so it is never timed as a success.
+    """
+    if case.prepare is not None:
+        case.prepare(run_index)
+    env = None
+    if case.env is not None:
+        env = dict(os.environ)
+        env.update(case.env)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        list(case.argv),
+        cwd=case.cwd,
+        env=env,
+        input=case.stdin if case.stdin is not None else b"",
+        capture_output=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).decode(errors="replace").strip().splitlines()[-10:]
+        raise RuntimeError(
+            f"{shlex.join(case.argv)} exited {proc.returncode}"
+            + "".join(f"\n    {t}" for t in tail)
+        )
+    if check is not None:
+        check(proc)
+    return elapsed
+
+
+def run_checked_cases(
+    cases: Sequence[Case],
+    checks: Mapping[str, OutputCheck],
+    *,
+    repeat: int,
+    warmup: bool = True,
+    progress: bool = True,
+) -> dict[str, Result]:
+    """`run_cases`, with `checks[case.name]` (when present) applied to every run, warm-up included.
+
+    A case whose run fails or fails its check is recorded with the error and not run again.
+    """
+    results = {c.name: Result(c.name, note=c.note) for c in cases}
+
+    def attempt(case: Case, index: int) -> None:
+        res = results[case.name]
+        try:
+            elapsed = time_once_checked(case, index, checks.get(case.name))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            res.error = str(exc)
+            return
+        if index >= 0:
+            res.times.append(elapsed)
+
+    if warmup:
+        for case in cases:
+            attempt(case, -1)
+    for i in range(repeat):
+        for case in cases:
+            if not results[case.name].error:
+                attempt(case, i)
+        if progress:
+            print(f"  round {i + 1}/{repeat} done", file=sys.stderr, flush=True)
+    return results
