@@ -8,6 +8,7 @@ time, where an undefined name is an error too.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ansflow import templates
@@ -204,3 +205,32 @@ def _reference_problem(
         if len(chain) > 2 and chain[2] not in STEP_PARTS:
             return f"`steps.{key}.{chain[2]}` does not exist; a step has {', '.join(STEP_PARTS)}"
     return None
+
+
+def host_problems(pipeline: Pipeline, pipeline_dir: Path) -> list[GraphProblem]:
+    """Every ssh target's `hosts:` names something in the inventory (which must be readable).
+
+    Kept out of loading: it reads another file, which `plan`, `export` or a resume from stored text
+    should not depend on; `validate` and `run` call it.
+    """
+    from ansflow.inventory import Inventory, InventoryError, load_inventory
+
+    ssh_targets = {n: t for n, t in pipeline.targets.items() if isinstance(t, SSHTarget)}
+    if not ssh_targets:
+        return []
+    inventory = Inventory()
+    if pipeline.inventory and "${{" not in pipeline.inventory:
+        path = Path(pipeline.inventory).expanduser()
+        try:
+            inventory = load_inventory(path if path.is_absolute() else pipeline_dir / path)
+        except InventoryError as exc:
+            return [GraphProblem(("inventory",), f"inventory: {exc}")]
+    problems: list[GraphProblem] = []
+    for name, target in ssh_targets.items():
+        if any("${{" in h for h in target.hosts):
+            continue
+        try:
+            inventory.resolve(target.hosts)
+        except InventoryError as exc:
+            problems.append(GraphProblem(("targets", name, "hosts"), f"target {name!r}: {exc}"))
+    return problems

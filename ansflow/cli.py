@@ -70,6 +70,7 @@ def validate(file: FileArg = DEFAULT_FILE) -> None:
     from ansflow.loader import load_file
 
     loaded = load_file(file)
+    loaded.check_hosts()
     instances = len(loaded.plan().nodes)
     _echo(f"{file}: ok ({loaded.name}: {len(loaded.graph.steps)} steps, {instances} instances)")
 

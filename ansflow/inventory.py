@@ -106,6 +106,8 @@ class Inventory:
         for pattern in patterns:
             for host in self._resolve_one(pattern):
                 chosen.setdefault(host.name, host)
+        for host in chosen.values():
+            _check_safe(host, self.source)
         return list(chosen.values())
 
     def _resolve_one(self, pattern: str) -> list[Host]:
@@ -141,6 +143,25 @@ class Inventory:
                 groups=base.groups,
             )
         ]
+
+
+#: What a host name, address or user may hold. OpenSSH refuses shell metacharacters in host names
+#: for the same reason: ssh_config's `Match exec` and `%h` put the name into a shell command.
+_SAFE_NAME = re.compile(r"^(?!-)[\w.:%\[\]-]+$")
+_SAFE_USER = re.compile(r"^(?!-)[\w.-]+$")
+
+
+def _check_safe(host: Host, source: Path | None) -> None:
+    for what, value, pattern in (
+        ("host name", host.name, _SAFE_NAME),
+        ("address", host.address, _SAFE_NAME),
+        ("user name", host.user, _SAFE_USER),
+    ):
+        if value is not None and not pattern.match(value):
+            prefix = "" if what == "host name" else f"host {host.name!r}: "
+            raise InventoryError(
+                f"{prefix}{what} {value!r} holds characters a {what} cannot have", source
+            )
 
 
 def format_host_port(address: str, port: int) -> str:

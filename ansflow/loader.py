@@ -39,6 +39,13 @@ class LoadedPipeline:
     def plan(self) -> Plan:
         return expand(self.pipeline, self.graph, self.name, str(self.path))
 
+    def check_hosts(self) -> None:
+        """Raise a located LoadError when an ssh target's hosts cannot be resolved."""
+        problems = checks.host_problems(self.pipeline, self.path.parent)
+        if problems:
+            locator = _Locator(str(self.path), self.text, self.document)
+            raise LoadError([locator.locate(p.path, p.message, p.at_key) for p in problems])
+
 
 #: A source line longer than this is cut in messages (after the column pointed at).
 SNIPPET_WIDTH = 120

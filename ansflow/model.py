@@ -51,6 +51,8 @@ Duration = Annotated[
 ]
 PositiveInt = Annotated[int, Strict(), Field(ge=1, le=100_000)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0, le=1_000)]
+#: Only YAML's `true`/`false` (SPEC: YAML 1.2 booleans); lax pydantic would take "no", "off", 0.
+Flag = Annotated[bool, Strict()]
 StepId = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=200)]
 SecretName = Annotated[str, Field(pattern=SECRET_PATTERN)]
 Scalar = str | int | float | bool
@@ -124,7 +126,7 @@ class JenkinsTarget(Model):
     url: str
     user: str | None = None
     token: str | None = Field(default=None, description="a ${{ secrets.X }} reference")
-    verify: bool = True
+    verify: Flag = True
     job_prefix: str = "ansflow-"
     timeout: Duration = 30.0
 
@@ -205,7 +207,7 @@ class StepBase(Model):
     timeout: Duration | None = None
     retries: NonNegativeInt | None = None
     retry_delay: Duration | None = None
-    continue_on_error: bool = False
+    continue_on_error: Flag = False
     matrix: Matrix | None = None
     serial: PositiveInt | None = None
 
@@ -230,7 +232,7 @@ class FetchCodeStep(StepBase):
     ref: str | None = None
     dest: str | None = None
     depth: PositiveInt | None = None
-    submodules: bool = False
+    submodules: Flag = False
 
 
 class BuildStep(StepBase):

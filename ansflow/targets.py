@@ -34,6 +34,7 @@ class Places:
         self.local = LocalRunner()
         self._hosts: dict[str, list[Any]] = {}
         self._pools: dict[str, Any] = {}
+        self._pools_by_settings: dict[Any, Any] = {}
         self._jenkins: dict[str, Any] = {}
         self._inventory: Any = None
         self._lock = threading.RLock()
@@ -95,7 +96,12 @@ class Places:
                 spec = self.pipeline.targets[target]
                 assert isinstance(spec, SSHTarget)
                 settings = ssh_settings(spec, self.secrets, self.context, self.pipeline_dir)
-                pool = SSHPool(settings)
+                # NOTE: targets with the same settings (two views of one fleet) share a pool, so
+                # a host they have in common still gets one connection per run.
+                pool = self._pools_by_settings.get(settings)
+                if pool is None:
+                    pool = SSHPool(settings)
+                    self._pools_by_settings[settings] = pool
                 self._pools[target] = pool
             return pool
 
@@ -137,12 +143,13 @@ class Places:
             return client
 
     def close(self) -> None:
-        for pool in self._pools.values():
+        for pool in self._pools_by_settings.values():
             try:
                 pool.close()
             except Exception:
                 pass
         self._pools.clear()
+        self._pools_by_settings.clear()
 
 
 def ssh_settings(
@@ -157,12 +164,20 @@ def ssh_settings(
             return None
         return templates.render_text(value, context)
 
+    def path(value: str | None) -> str | None:
+        """Relative paths are the pipeline's, like `inventory:` (not the current folder's)."""
+        rendered = text(value)
+        if not rendered:
+            return rendered
+        expanded = Path(rendered).expanduser()
+        return str(expanded if expanded.is_absolute() else pipeline_dir / expanded)
+
     return SSHSettings(
         user=text(spec.user),
-        identity_file=text(spec.identity_file),
+        identity_file=path(spec.identity_file),
         password=text(spec.password),
-        ssh_config=text(spec.ssh_config),
+        ssh_config=path(spec.ssh_config),
         known_hosts=spec.known_hosts,
-        known_hosts_file=text(spec.known_hosts_file),
+        known_hosts_file=path(spec.known_hosts_file),
         connect_timeout=spec.connect_timeout,
     )

@@ -107,6 +107,14 @@ def _command_name(pid: int) -> str:
         return ""
 
 
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks ("" when gone): a reused pid has another one."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def _has_token(pid: int, token: bytes) -> bool:
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
@@ -316,6 +324,9 @@ class SSHServer:
 
     def stop(self) -> None:
         """SIGTERM the listener (SIGKILL after a deadline), then end its leftover sessions."""
+        # NOTE: sessions still open outlive the listener and are re-parented to init, where they
+        # are no longer its descendants: note them now, so they are killed too.
+        sessions = {pid: _start_time(pid) for pid in self.session_processes()}
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -323,7 +334,9 @@ class SSHServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=STOP_TIMEOUT)
-        leftovers = processes_of(None, self.token)
+        leftovers = processes_of(None, self.token) | {
+            pid for pid, started in sessions.items() if started and _start_time(pid) == started
+        }
         _signal_all(leftovers, signal.SIGKILL)
         self._wait_gone(leftovers, STOP_TIMEOUT)
 

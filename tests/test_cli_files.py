@@ -297,3 +297,28 @@ def test_load_errors_exit_2_in_process(
     assert run_main(monkeypatch, "validate", str(bad)) == 2
     err = capsys.readouterr().err
     assert f"{bad}:4:9: duplicate step id 'a'" in err
+
+
+@pytest.mark.parametrize(
+    ("inventory", "hosts", "words"),
+    [
+        ("nope.ini", "[web]", "cannot read the inventory"),
+        ("hosts.ini", "[webz]", "no host or group named 'webz'"),
+        ("hosts.ini", "[web]", "address '1.2.3.4;id' holds characters"),
+        (None, "['root@127.0.0.1:70000']", "out of range"),
+    ],
+)
+def test_validate_resolves_ssh_hosts(
+    tmp_path: Path, inventory: str | None, hosts: str, words: str
+) -> None:
+    (tmp_path / "hosts.ini").write_text("[web]\nw1\nw2 ansible_host='1.2.3.4;id'\n")
+    top = f"inventory: {inventory}\n" if inventory else ""
+    (tmp_path / "p.yml").write_text(
+        top + f"targets:\n  t: {{type: ssh, hosts: {hosts}}}\n"
+        "steps:\n  - {id: a, on: t, run: 'true'}\n"
+    )
+    result = run_cli("validate", "p.yml", cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert words in result.stderr
+    assert result.stderr.startswith("p.yml:"), result.stderr
+    assert "Traceback" not in result.stderr

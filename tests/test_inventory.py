@@ -386,6 +386,15 @@ def test_unreadable_and_empty_files(tmp_path: Path) -> None:
     assert load_inventory(tmp_path / "empty.ini").hosts == {}
 
 
+def test_hosts_with_shell_characters_in_an_inventory_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.ini"
+    path.write_text("[web]\nw1 ansible_host=127.0.0.1\nw2 ansible_host='1.2.3.4;id'\n")
+    inventory = load_inventory(path)
+    assert [h.name for h in inventory.resolve(["w1"])] == ["w1"]
+    with pytest.raises(InventoryError, match=r"address '1\.2\.3\.4;id' holds characters"):
+        inventory.resolve(["web"])
+
+
 def test_format_detected_by_content(tmp_path: Path) -> None:
     yaml_file = tmp_path / "hosts"
     yaml_file.write_text("# comment\nweb:\n  hosts:\n    w1:\n")
@@ -427,6 +436,10 @@ def test_resolve_unknown_names(inventory_files: Path) -> None:
         inventory.resolve(["web01:70000"])
     with pytest.raises(InventoryError, match="not a valid host"):
         inventory.resolve(["user@bad host:22"])
+    # Shell metacharacters would reach ssh_config's `Match exec` (run by a shell) through %h.
+    for bad in ("x$(touch pwned)", "-oProxyCommand=x", "a;b", "a`b`", "bad user@h1.example"):
+        with pytest.raises(InventoryError, match="holds characters"):
+            Inventory().resolve([bad])
     # Without an inventory file, a bare name is a host (perhaps an ssh_config alias).
     [alias] = Inventory().resolve(["bastion"])
     assert alias == Host(name="bastion", address="bastion")

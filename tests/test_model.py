@@ -308,6 +308,25 @@ def test_bad_targets(target: dict[str, Any]) -> None:
         pipeline({"id": "a", "run": "x"}, targets={"t": target})
 
 
+@pytest.mark.parametrize("written", ["no", "off", "false", 0, 1, "yes"])
+def test_only_yaml_true_and_false_are_booleans(written: object) -> None:
+    """SPEC: YAML 1.2 booleans. `verify: no` must not quietly turn TLS checks off."""
+    with pytest.raises(ValidationError):
+        pipeline(
+            {"id": "a", "run": "x"},
+            targets={"ci": {"type": "jenkins", "url": "https://ci", "verify": written}},
+        )
+    with pytest.raises(ValidationError):
+        pipeline({"id": "a", "run": "x", "continue_on_error": written})
+    with pytest.raises(ValidationError):
+        pipeline({"id": "a", "type": "fetch_code", "repo": "r", "submodules": written})
+    ci = pipeline(
+        {"id": "a", "run": "x"},
+        targets={"ci": {"type": "jenkins", "url": "https://ci", "verify": False}},
+    ).targets["ci"]
+    assert isinstance(ci, JenkinsTarget) and ci.verify is False
+
+
 def test_models_are_frozen() -> None:
     p = pipeline({"id": "a", "run": "x"})
     with pytest.raises(ValidationError):

@@ -126,6 +126,10 @@ class SSHError(RunnerError):
         self.kind = kind
 
 
+def _no_answer(endpoint: _Endpoint, timeout: float) -> str:
+    return f"host {endpoint.label} did not answer the SSH handshake within {timeout:g}s"
+
+
 @dataclass(frozen=True)
 class SSHSettings:
     """A pipeline's ssh target options (see SPEC section 1, `targets`)."""
@@ -524,11 +528,14 @@ class SSHPool:
         try:
             final_port = port or int(options.get("port", 22))
         except ValueError:
+            final_port = 0
+        if not 0 < final_port < 65536:
             raise SSHError(
-                f"ssh_config gives host {name} the port {options.get('port')!r}, not a number",
+                f"ssh_config gives host {name} the port {options.get('port')!r}, "
+                "not a number from 1 to 65535",
                 name,
                 "config",
-            ) from None
+            )
         final_user = user or options.get("user") or settings.user or getpass.getuser()
         explicit: list[str] = []
         if settings.identity_file:
@@ -747,11 +754,14 @@ class SSHPool:
             try:
                 transport.start_client(timeout=timeout)
             except (paramiko.SSHException, OSError, EOFError) as error:
-                raise SSHError(
-                    f"SSH handshake with host {endpoint.label} failed: {_reason(error)}",
-                    endpoint.name,
-                    "handshake",
-                ) from None
+                message = f"SSH handshake with host {endpoint.label} failed: {_reason(error)}"
+                if "protocol banner" in str(error):
+                    message = _no_answer(endpoint, timeout)
+                raise SSHError(message, endpoint.name, "handshake") from None
+            done = transport.completion_event
+            if not transport.is_active() or done is None or not done.is_set():
+                # NOTE: paramiko's start_client returns quietly when its wait times out.
+                raise SSHError(_no_answer(endpoint, timeout), endpoint.name, "handshake")
             key = transport.get_remote_server_key()
             progress.host_key = describe_key(key)
             self._check_host_key(endpoint, key, recorded, known, progress)

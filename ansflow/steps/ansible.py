@@ -106,5 +106,34 @@ class Ansible(StepType):
         ctx.env.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "0")
         if spec.known_hosts == "off":
             ctx.env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
+        # NOTE: Ansible's ControlPersist keeps a master ssh per host for 60 s after the play; put
+        # the sockets in the step's folder and close them after, so the step leaves nothing behind.
+        control_dir = f"{ctx.temp_dir}/cp"
+        os.makedirs(control_dir, mode=0o700, exist_ok=True)
+        ctx.env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = control_dir
         ctx.log(f"ansible-playbook {step.playbook} on {len(hosts)} hosts")
-        return StepResult.from_exit(ctx.run_command(argv), "ansible-playbook")
+        try:
+            code = ctx.run_command(argv)
+        finally:
+            _close_masters(control_dir)
+        return StepResult.from_exit(code, "ansible-playbook")
+
+
+def _close_masters(control_dir: str) -> None:
+    """`ssh -O exit` each ControlPersist master Ansible left in `control_dir`."""
+    import stat
+    import subprocess
+
+    try:
+        entries = list(os.scandir(control_dir))
+    except OSError:
+        return
+    sockets = [e.path for e in entries if stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode)]
+    for socket in sockets:
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "ansflow-control"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
