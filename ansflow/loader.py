@@ -186,8 +186,12 @@ class _Locator:
 
 def read_source(path: Path) -> bytes:
     """The file's bytes, or a LoadError naming the file and why it cannot be read."""
+    from ansflow.yamlsrc import MAX_BYTES
+
     try:
-        return path.read_bytes()
+        # NOTE: read one byte past the limit, never the whole of /dev/zero or a FIFO's stream.
+        with path.open("rb") as handle:
+            return handle.read(MAX_BYTES + 1)
     except FileNotFoundError:
         hint = " (create one with `ansflow init`)" if path.name == "ansflow.yml" else ""
         message = f"no such file{hint}"

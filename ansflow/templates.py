@@ -92,7 +92,9 @@ def _environment() -> Any:
                     pass
             return super().getattr(obj, attribute)
 
-    return Environment(undefined=StrictUndefined, autoescape=False)
+    # NOTE: optimized=False: jinja's optimizer folds constants while compiling, so `validate`
+    # itself would evaluate `${{ "a" * 400000000 }}` (gigabytes) or `${{ 10 ** 5000 }}` (a crash).
+    return Environment(undefined=StrictUndefined, autoescape=False, optimized=False)
 
 
 #: Said when jinja's recursive parser or Python's compiler gives up on a deeply nested expression.
@@ -130,6 +132,8 @@ def _compile(source: str) -> TemplateExpression:
     # 200 nested parentheses; `${{ ((((...1)))) }}` must be a message, not a crash.
     except (RecursionError, SyntaxError, MemoryError):
         raise TemplateError(_TOO_DEEP) from None
+    except (ValueError, OverflowError) as exc:
+        raise TemplateError(f"template cannot be compiled: {exc}") from None
 
 
 @lru_cache(maxsize=4096)

@@ -577,3 +577,19 @@ def test_names_that_are_fine() -> None:
 def test_the_same_mistake_twice_in_one_string_is_reported_once() -> None:
     found = one_error("steps:\n  - id: a\n    run: echo ${{ vars.x }} ${{ vars.x }}\n")
     assert found.line == 3
+
+
+@pytest.mark.parametrize(
+    "expression", ['"a" * 400000000', '"a" | center(300000000)', "10 ** 5000", "[1] * 100000000"]
+)
+def test_validate_never_evaluates_a_template(tmp_path: Path, expression: str) -> None:
+    """jinja's optimizer would fold these constants while compiling: gigabytes, or a crash."""
+    (tmp_path / "p.yml").write_text(f"steps:\n  - id: a\n    run: '${{{{ {expression} }}}}'\n")
+    result = run_cli("validate", "p.yml", cwd=tmp_path, timeout=20)
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_endless_special_file_is_refused_without_reading_it_all() -> None:
+    result = run_cli("validate", "/dev/zero", timeout=20)
+    assert result.returncode == 2
+    assert result.stderr.startswith("/dev/zero:1:1: file is larger than")
