@@ -137,6 +137,40 @@ class JenkinsTarget(Model):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @field_validator("job_prefix")
+    @classmethod
+    def _prefix_folders(cls, value: str) -> str:
+        # NOTE: a `/` in the prefix names a folder; the rest is cleaned into the job's name.
+        folder, slash, _ = value.rpartition("/")
+        if slash and "${{" not in value:
+            problem = cls.job_name_problem(folder, "folder")
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+    @classmethod
+    def job_name_problem(cls, name: str, kind: str = "job") -> str | None:
+        """Why `name` (folders separated by `/`) cannot name a Jenkins item; None if it can."""
+        # NOTE: what Jenkins refuses in an item name (`Jenkins.checkGoodName`).
+        unsafe = "?*\\%!@#$^&|<>[]:;"
+        what = "folder" if kind == "folder" else f"folder or {kind}"
+        if not name and kind != "folder":
+            return "must not be empty"
+        for segment in name.split("/"):
+            if not segment.strip():
+                return (
+                    f"has an empty {what} name: separate folders with one `/`, as in "
+                    "`team/app`, with none at the start or end"
+                )
+            if segment.strip() in (".", ".."):
+                return f"{segment.strip()!r} is not a {what} name Jenkins allows"
+            bad = next((c for c in segment if c in unsafe), None)
+            if bad is not None:
+                return f"Jenkins does not allow {bad!r} in a {what} name"
+            if any(ord(c) < 32 or ord(c) == 127 for c in segment):
+                return f"Jenkins does not allow control characters in a {what} name"
+        return None
+
 
 Target = Annotated[
     LocalTarget | SSHTarget | JenkinsTarget,
@@ -327,6 +361,16 @@ class JenkinsStep(StepBase):
     job: str | None = None
     parameters: dict[str, Scalar] = Field(default_factory=dict)
     run: str | None = None
+
+    @field_validator("job")
+    @classmethod
+    def _job_name(cls, value: str | None) -> str | None:
+        # NOTE: a templated name is checked once rendered, when the step runs.
+        if value is not None and "${{" not in value:
+            problem = JenkinsTarget.job_name_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _job_or_run(self) -> JenkinsStep:

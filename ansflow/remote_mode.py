@@ -454,7 +454,7 @@ class RemoteRun:
 
     def _wait_in_queue(self, item: int) -> int | None:
         """The build number, or None when the item was cancelled (here or on Jenkins)."""
-        from ansflow.remote.jenkins import JenkinsError, poll_delay
+        from ansflow.remote.jenkins import JenkinsError, poll_delay, queue_reason
 
         client = self.client
         assert client is not None
@@ -489,9 +489,9 @@ class RemoteRun:
             if started is not None:
                 return int(started)
             why = data.get("why")
-            if isinstance(why, str) and why != last_why:
+            if isinstance(why, str) and queue_reason(why) != last_why:
                 self._note(f"waiting in the Jenkins queue: {why}")
-                last_why, idle = why, 0
+                last_why, idle = queue_reason(why), 0
             self._sleep(poll_delay(idle))
             idle += 1
 

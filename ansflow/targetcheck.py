@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ansflow import templates
 from ansflow.loader import load_file
 from ansflow.model import JenkinsStep, JenkinsTarget, SSHTarget
 from ansflow.secrets import Masker, read_secrets
+
+if TYPE_CHECKING:
+    from ansflow.planner import StepNode
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class TargetCheck:
     detail: str
     error: str | None = None
     round_trip_ms: float | None = None
+    #: Not checked: what to check is known only while the pipeline runs (`detail` says why).
+    skipped: bool = False
 
 
 def check_targets(file: Path, secrets_file: Path | None = None) -> list[TargetCheck]:
@@ -41,10 +48,12 @@ def check_targets(file: Path, secrets_file: Path | None = None) -> list[TargetCh
     context: dict[str, Any] = {
         "vars": dict(pipeline.vars),
         "secrets": secrets,
-        "env": {**os.environ, **pipeline.env},
+        "env": dict(os.environ),
         "pipeline": {"name": loaded.name, "file": str(loaded.path)},
         "run": {"id": 0, "status": "running"},
     }
+    # NOTE: as `run` does: the pipeline's env is rendered once, then seen by every template.
+    context["env"] = {**os.environ, **_pipeline_env(pipeline.env, context)}
     places = Places(pipeline, loaded.path.parent.resolve(), secrets, context)
     results: list[TargetCheck] = []
     for name, spec in pipeline.targets.items():
@@ -57,16 +66,10 @@ def check_targets(file: Path, secrets_file: Path | None = None) -> list[TargetCh
                 )
             )
         elif isinstance(spec, JenkinsTarget):
-            jobs = sorted(
-                {
-                    step.job
-                    for _, step in pipeline.iter_steps()
-                    if isinstance(step, JenkinsStep) and step.on == name and step.job
-                }
-            )
             from ansflow.remote.jenkins import check_jenkins
 
-            for item in check_jenkins(name, spec, secrets, context, jobs):
+            jobs, unchecked = _jenkins_jobs(loaded.plan().nodes, name, context)
+            for item in check_jenkins(name, spec, secrets, context, sorted(jobs)):
                 results.append(
                     TargetCheck(
                         target=item.target,
@@ -77,7 +80,89 @@ def check_targets(file: Path, secrets_file: Path | None = None) -> list[TargetCh
                         error=masker(item.error) if item.error else None,
                     )
                 )
+            results.extend(
+                replace(r, detail=masker(r.detail), error=masker(r.error) if r.error else None)
+                for r in unchecked
+            )
     return results
+
+
+def _pipeline_env(env: dict[str, str], context: dict[str, Any]) -> dict[str, str]:
+    """The pipeline's env rendered; a value that cannot be rendered is kept as written."""
+    rendered: dict[str, str] = {}
+    for key, value in env.items():
+        try:
+            rendered[key] = templates.render_text(value, context)
+        except templates.TemplateError:
+            rendered[key] = value
+    return rendered
+
+
+def _jenkins_jobs(
+    nodes: Sequence[StepNode], target: str, context: dict[str, Any]
+) -> tuple[set[str], list[TargetCheck]]:
+    """The job names steps on `target` trigger, rendered as `run` renders them.
+
+    A name that reads `steps.*` is known only while the pipeline runs: it is listed, not checked.
+    A name that cannot be rendered at all fails the check, as it would fail the run.
+    """
+    jobs: set[str] = set()
+    unchecked: list[TargetCheck] = []
+    seen: set[str] = set()
+    for node in nodes:
+        step = node.step
+        if not isinstance(step, JenkinsStep) or node.target != target or step.job is None:
+            continue
+        raw = step.job
+        if not templates.has_template(raw):
+            jobs.add(raw)
+            continue
+        runtime = sorted(
+            {
+                ".".join(ref.chain[:2])
+                for span in templates.spans(raw)
+                for ref in templates.references(span.source)
+                if ref.chain and ref.chain[0] == "steps"
+            }
+        )
+        if runtime:
+            if raw not in seen:
+                seen.add(raw)
+                unchecked.append(
+                    TargetCheck(
+                        target=target,
+                        kind="jenkins",
+                        what=f"job {raw}",
+                        ok=True,
+                        detail=f"not checked: the name reads {', '.join(runtime)}, known only "
+                        f"while the pipeline runs (step {node.base_id!r})",
+                        skipped=True,
+                    )
+                )
+            continue
+        try:
+            name = templates.render_text(raw, {**context, "matrix": dict(node.matrix)})
+            problem = JenkinsTarget.job_name_problem(name)
+        except templates.TemplateError as exc:
+            problem = exc.message
+        else:
+            if problem is None:
+                jobs.add(name)
+                continue
+            problem = f"renders to {name!r}: {problem}"
+        if raw not in seen:
+            seen.add(raw)
+            unchecked.append(
+                TargetCheck(
+                    target=target,
+                    kind="jenkins",
+                    what=f"job {raw}",
+                    ok=False,
+                    detail="",
+                    error=f"step {node.base_id!r}, `job`: {problem}",
+                )
+            )
+    return jobs, unchecked
 
 
 def _check_ssh(name: str, hosts: list[Any], settings: Any) -> list[TargetCheck]:
@@ -118,14 +203,16 @@ def checks_text(results: list[TargetCheck]) -> str:
         (
             r.target,
             r.what,
-            "ok" if r.ok else "FAILED",
+            "skipped" if r.skipped else "ok" if r.ok else "FAILED",
             "-" if r.round_trip_ms is None else f"{r.round_trip_ms:.1f}ms",
             r.error or r.detail,
         )
         for r in results
     ]
     failed = sum(1 for r in results if not r.ok)
-    summary = f"{len(results) - failed} ok, {failed} failed\n"
+    skipped = sum(1 for r in results if r.skipped)
+    summary = f"{len(results) - failed - skipped} ok, {failed} failed"
+    summary += f", {skipped} skipped\n" if skipped else "\n"
     return table(["TARGET", "WHAT", "STATUS", "RTT", "DETAIL"], rows) + summary
 
 

@@ -107,6 +107,58 @@ def test_what_jenkins_cannot_express_is_listed_at_the_top(emu: JenkinsEmulator) 
     parse_jenkinsfile(text)
 
 
+NARROW_NEEDS = """
+    name: narrow
+    steps:
+      - {id: a, run: exit 1}
+      - {id: b, needs: [], run: echo b}
+      - {id: t, needs: [b], run: echo t}
+    """
+
+
+def test_steps_jenkins_skips_after_a_failure_they_do_not_need_are_listed(
+    emu: JenkinsEmulator,
+) -> None:
+    text = translate(load(NARROW_NEEDS).plan(), variables={}).text
+    assert header(text)[-1] == (
+        "//   - pipeline: a failed stage stops the later stages, even ones that do not need it "
+        "(ansflow would still run them): t is skipped when a fails"
+    )
+    # What the comment warns of: locally t runs (it needs only b); Jenkins skips it.
+    build = run_on_jenkins(emu, "narrow", text)
+    stages = {s.name: s for s in build.stages}
+    assert stages["b"].status == "SUCCESS" and stages["a"].status == "FAILED"
+    assert 'Stage "t" skipped due to earlier failure(s)' in build.console
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # every step after the one before it: a failure skips the rest either way
+        "- {id: a, run: exit 1}\n- {id: b, run: echo b}\n- {id: c, needs: [a, b], run: echo c}\n",
+        # a failure that Jenkins forgives stops nothing
+        "- {id: a, run: exit 1, continue_on_error: true}\n- {id: b, needs: [], run: echo b}\n"
+        "- {id: t, needs: [b], run: echo t}\n",
+    ],
+)
+def test_no_needs_note_when_jenkins_order_loses_nothing(steps: str) -> None:
+    text = translate(load("steps:\n" + steps).plan(), variables={}).text
+    assert "a failed stage stops" not in text
+
+
+def test_the_needs_note_lists_every_step_and_what_stops_it() -> None:
+    plan = load((EXAMPLES / "fanout.yml").read_text(), "fanout.yml").plan()
+    notes = header(translate(plan, variables={}).text)
+    assert notes[-2] == (
+        "//   - pipeline: a failed stage stops the later stages, even ones that do not need it "
+        "(ansflow would still run them): compile is skipped when lint fails; docs is skipped "
+        "when lint fails; test is skipped when lint or docs fails"
+    )
+    # `--fail-fast` stops the other steps in ansflow too: nothing to warn of.
+    fast = translate(plan, variables={}, remote=True, fail_fast=True).text
+    assert "a failed stage stops" not in fast
+
+
 def test_quoting_survives_groovy_and_the_shell(emu: JenkinsEmulator) -> None:
     loaded = load(
         r"""

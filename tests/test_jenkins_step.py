@@ -180,6 +180,33 @@ def test_job_with_parameters_waits_in_the_queue_then_streams_its_build(
     assert "Finished: SUCCESS" in logs
 
 
+def test_a_quiet_period_is_logged_once_not_on_every_poll(tmp_path: Path) -> None:
+    # NOTE: Jenkins counts the quiet period down in the queue item's `why`, so the text changes
+    # on every poll although the reason does not.
+    with running_emulator(users={USER: TOKEN}, queue_delay=0.8) as quiet:
+        quiet.add_freestyle_job("shop", "echo hi")
+        cli = Cli(tmp_path, env={"JT": TOKEN})
+        cli.write("p.yml", pipeline(quiet, "  - {id: it, type: jenkins, on: ci, job: shop}\n"))
+        result = cli("run", "p.yml", "-o", "plain", timeout=DEADLINE_S)
+        assert result.code == 0, str(result)
+        polls = [r for r in quiet.requests if r[1].startswith("/queue/item/1/api/json")]
+        assert len(polls) >= 3, polls
+    waits = [line for line in result.out.splitlines() if "waiting in the Jenkins queue" in line]
+    assert len(waits) == 1, result.out
+    assert "In the quiet period. Expires in " in waits[0]
+
+
+def test_a_queue_reason_is_the_same_whatever_its_numbers() -> None:
+    from ansflow.remote.jenkins import queue_reason
+
+    quiet = "In the quiet period. Expires in 4.9 sec"
+    assert queue_reason(quiet) == queue_reason("In the quiet period. Expires in 0.36 sec")
+    assert queue_reason(quiet) != queue_reason("Waiting for next available executor")
+    assert queue_reason("Build #3 is already in progress") == queue_reason(
+        "Build #12 is already in progress"
+    )
+
+
 def test_console_lines_are_stored_and_shown_while_the_build_runs(
     emu: JenkinsEmulator, jcli: Cli, procs: list[subprocess.Popen[str]]
 ) -> None:
@@ -479,6 +506,83 @@ def test_jenkins_gone_for_good_fails_the_step_after_the_window(
     assert unfinished(cli) == []
 
 
+# --- job names -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [
+        ("''", "must not be empty"),
+        ("../shop", "'..' is not a folder or job name Jenkins allows"),
+        ("team/./shop", "'.' is not a folder or job name Jenkins allows"),
+        ("team//shop", "has an empty folder or job name: separate folders with one `/`"),
+        ("/shop", "has an empty folder or job name"),
+        ("shop/", "has an empty folder or job name"),
+        ("'team:shop'", "Jenkins does not allow ':' in a folder or job name"),
+    ],
+)
+def test_a_bad_job_name_is_an_error_at_its_line_and_column(
+    cli: Cli, job: str, message: str
+) -> None:
+    cli.write(
+        "p.yml",
+        "targets:\n"
+        "  ci: {type: jenkins, url: 'http://127.0.0.1:1/'}\n"
+        "steps:\n"
+        "  - id: j\n"
+        "    type: jenkins\n"
+        "    on: ci\n"
+        f"    job: {job}\n",
+    )
+    result = cli("validate", "p.yml")
+    assert result.code == 2, str(result)
+    first = (result.out + result.err).splitlines()[0]
+    assert first.startswith(f"p.yml:7:10: step 'j': `job`: {message}"), first
+    assert cli("run", "p.yml").code == 2
+    assert cli("runs", "--json").out.strip() == "[]"
+
+
+def test_good_and_templated_job_names_pass_validation(cli: Cli) -> None:
+    cli.write(
+        "p.yml",
+        "vars: {j: shop}\n"
+        "targets:\n"
+        "  ci: {type: jenkins, url: 'http://127.0.0.1:1/', job_prefix: team/ansflow-}\n"
+        "  plain: {type: jenkins, url: 'http://127.0.0.1:1/', job_prefix: ''}\n"
+        "steps:\n"
+        "  - {id: a, type: jenkins, on: ci, job: team/sub/shop-1.2_x}\n"
+        "  - {id: b, type: jenkins, on: ci, job: '${{ vars.j }}'}\n"
+        "  - {id: c, type: jenkins, on: plain, run: echo hi}\n",
+    )
+    result = cli("validate", "p.yml")
+    assert result.code == 0, str(result)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("team//ansflow-", "has an empty folder name"),
+        ("/ansflow-", "has an empty folder name"),
+        ("../ansflow-", "'..' is not a folder name Jenkins allows"),
+    ],
+)
+def test_a_job_prefix_must_name_real_folders(cli: Cli, prefix: str, message: str) -> None:
+    cli.write(
+        "p.yml",
+        "targets:\n"
+        "  ci:\n"
+        "    type: jenkins\n"
+        "    url: 'http://127.0.0.1:1/'\n"
+        f"    job_prefix: '{prefix}'\n"
+        "steps:\n"
+        "  - {id: m, type: jenkins, on: ci, run: echo hi}\n",
+    )
+    result = cli("validate", "p.yml")
+    assert result.code == 2, str(result)
+    first = (result.out + result.err).splitlines()[0]
+    assert first.startswith(f"p.yml:5:17: target 'ci': `job_prefix`: {message}"), first
+
+
 # --- connecting, TLS and `targets check` -----------------------------------------------------
 
 
@@ -611,6 +715,63 @@ def test_targets_check_command_lists_jenkins_jobs(emu: JenkinsEmulator, jcli: Cl
     rows = {r["what"]: r for r in json.loads(result.out)}
     assert rows["server"]["ok"] and rows["job shop"]["ok"] and not rows["job nope"]["ok"]
     assert os.environ.get("JT") is None  # the token came from the CLI's environment only
+
+
+def test_targets_check_renders_job_names_as_run_does(emu: JenkinsEmulator, jcli: Cli) -> None:
+    emu.add_freestyle_job("shop", "true")
+    emu.add_freestyle_job("app-a", "true")
+    emu.add_freestyle_job("app-b", "true")
+    jcli.write(
+        "p.yml",
+        pipeline(
+            emu,
+            "  - {id: first, run: 'echo name=shop >> \"$ANSFLOW_OUTPUT\"'}\n"
+            "  - {id: v, type: jenkins, on: ci, job: '${{ vars.j }}'}\n"
+            "  - {id: m, type: jenkins, on: ci, job: 'app-${{ matrix.x }}', matrix: {x: [a, b]}}\n"
+            "  - {id: s, type: jenkins, on: ci, job: '${{ steps.first.outputs.name }}'}\n",
+            head="vars: {j: shop}\n",
+        ),
+    )
+    result = jcli("targets", "check", "p.yml")
+    assert result.code == 0, str(result)
+    assert "${{ vars.j }}" not in result.out
+    assert "not found" not in result.out
+    assert "4 ok, 0 failed, 1 skipped" in result.out
+    rows = {r["what"]: r for r in json.loads(jcli("targets", "check", "p.yml", "--json").out)}
+    assert set(rows) == {
+        "server",
+        "job shop",
+        "job app-a",
+        "job app-b",
+        "job ${{ steps.first.outputs.name }}",
+    }
+    unknown = rows["job ${{ steps.first.outputs.name }}"]
+    assert unknown["ok"] and unknown["skipped"]
+    assert unknown["detail"] == (
+        "not checked: the name reads steps.first, known only while the pipeline runs (step 's')"
+    )
+    # The same names as `run` uses: the run triggers the jobs that were checked.
+    assert jcli("run", "p.yml", "-o", "plain", timeout=DEADLINE_S).code == 0
+    assert len(emu.builds("shop")) == 2 and len(emu.builds("app-b")) == 1
+
+
+def test_targets_check_fails_a_job_name_that_renders_badly(emu: JenkinsEmulator, jcli: Cli) -> None:
+    emu.add_freestyle_job("shop", "true")
+    jcli.write(
+        "p.yml",
+        pipeline(
+            emu,
+            "  - {id: up, type: jenkins, on: ci, job: '${{ vars.j }}'}\n",
+            head="vars: {j: ../shop}\n",
+        ),
+    )
+    result = jcli("targets", "check", "p.yml", "--json")
+    assert result.code == 1, str(result)
+    rows = {r["what"]: r for r in json.loads(result.out)}
+    assert rows["job ${{ vars.j }}"]["error"] == (
+        "step 'up', `job`: renders to '../shop': '..' is not a folder or job name Jenkins allows"
+    )
+    assert [r for r in emu.requests if "/job/" in r[1]] == []
 
 
 def test_console_reader_keeps_partial_lines_and_split_characters() -> None:

@@ -292,6 +292,69 @@ def test_steps_jenkins_cannot_run_are_refused_before_anything_starts(
     assert [r for r in emu.requests if r[0] == "POST"] == []
 
 
+def test_a_jenkins_step_with_a_job_is_refused_naming_the_step(
+    emu: JenkinsEmulator, jcli: Cli
+) -> None:
+    emu.add_freestyle_job("plain", "echo plain")
+    jcli.write(
+        "p.yml",
+        remote(
+            emu.url,
+            "  - {id: a, run: echo a}\n  - {id: j, type: jenkins, on: ci, job: plain}\n",
+        ),
+    )
+    result = run_remote(jcli)
+    assert result.code == 2, str(result)
+    assert "cannot run as one Jenkins Pipeline" in result.err
+    assert (
+        "j: cannot run in Jenkins: a step with `job:` triggers and follows another " in result.err
+    )
+    assert "run it without --remote" in result.err
+    assert "No such DSL method" not in result.err
+    assert jcli("runs", "--json").out.strip() == "[]"
+    assert [r for r in emu.requests if r[0] == "POST"] == []
+    # Without --remote ansflow triggers and follows the job itself.
+    local = jcli("run", "p.yml", "-o", "plain", timeout=DEADLINE_S)
+    assert local.code == 0, str(local)
+    assert len(emu.builds("plain")) == 1
+
+
+def test_a_quiet_period_is_logged_once_not_on_every_poll(tmp_path: Path) -> None:
+    with running_emulator(users={USER: TOKEN}, queue_delay=0.8) as quiet:
+        cli = Cli(tmp_path, env={"JT": TOKEN})
+        cli.write("p.yml", remote(quiet.url, "  - {id: a, run: echo a}\n"))
+        result = run_remote(cli)
+        assert result.code == 0, str(result)
+        polls = [r for r in quiet.requests if r[1].startswith("/queue/item/1/api/json")]
+        assert len(polls) >= 3, polls
+    waits = [line for line in result.out.splitlines() if "waiting in the Jenkins queue" in line]
+    assert len(waits) == 1, result.out
+    assert "In the quiet period. Expires in " in waits[0]
+
+
+def test_jenkins_skipping_steps_that_do_not_need_the_failed_one_is_said_up_front(
+    emu: JenkinsEmulator, jcli: Cli
+) -> None:
+    jcli.write(
+        "p.yml",
+        remote(
+            emu.url,
+            "  - {id: a, run: exit 1}\n"
+            "  - {id: b, needs: [], run: echo b}\n"
+            "  - {id: t, needs: [b], run: echo t}\n",
+        ),
+    )
+    result = run_remote(jcli)
+    assert result.code == 1, str(result)
+    # NOTE: locally t would run (it needs only b); Jenkins skips every stage after a failure.
+    assert jcli.statuses() == {"a": "failed", "b": "success", "t": "skipped"}
+    assert (
+        "note: in Jenkins, pipeline: a failed stage stops the later stages, even ones that do "
+        "not need it (ansflow would still run them): t is skipped when a fails"
+    ) in jcli("logs", "last").out
+    assert unfinished(jcli) == []
+
+
 def test_refused_credentials_end_the_run_with_one_message(emu: JenkinsEmulator, jcli: Cli) -> None:
     jcli.write("p.yml", remote(emu.url, "  - {id: a, run: 'true'}\n", token="wrong"))
     result = run_remote(jcli)

@@ -327,6 +327,47 @@ class _Writer:
         count = max(level.values(), default=-1) + 1
         return [[n for n in self.nodes if level[n.id] == index] for index in range(count)]
 
+    def stopped_by_unrelated_failures(self) -> None:
+        """Steps Jenkins skips after a failure they do not depend on, where ansflow runs them.
+
+        NOTE: declarative Jenkins skips every stage after a failed one ("due to earlier
+        failure(s)"); ansflow skips only the failed step's dependants (SPEC: ordering). A step
+        whose `needs` are narrower than the file order (`needs: []`, or needs beside other
+        steps) can land in a wave after a step it does not need, and then shares its fate.
+        """
+        if self.fail_fast:
+            return  # NOTE: with --fail-fast ansflow stops the other steps too.
+        waves = self.waves()
+        stops: dict[str, list[str]] = {}
+        for index, wave in enumerate(waves):
+            earlier = [
+                n
+                for w in waves[:index]
+                for n in w
+                if not n.step.continue_on_error and n.step.when is not False
+            ]
+            for node in wave:
+                if _decides_itself(node):
+                    continue  # NOTE: `when: always()` and the like have a problem of their own.
+                upstream = self.plan.upstream(node.id)
+                for other in earlier:
+                    if other.id in upstream or other.base_id == node.base_id:
+                        continue
+                    names = stops.setdefault(node.base_id, [])
+                    if other.base_id not in names:
+                        names.append(other.base_id)
+        if not stops:
+            return
+        parts = []
+        for step, names in stops.items():
+            shown = names if len(names) <= 4 else [*names[:3], f"{len(names) - 3} more"]
+            parts.append(f"{step} is skipped when {' or '.join(shown)} fails")
+        self.problem(
+            None,
+            "a failed stage stops the later stages, even ones that do not need it (ansflow "
+            "would still run them): " + "; ".join(parts),
+        )
+
     def wrapper_name(self, wave: list[StepNode], used: set[str]) -> str:
         """A parallel stage's name: never a step id, so remote mode never maps it to a step."""
         bases = list(dict.fromkeys(n.base_id for n in wave))
@@ -359,6 +400,7 @@ class _Writer:
             lines.append(f"{INDENT}environment {{")
             lines.extend(f"{INDENT * 2}{k} = {v}" for k, v in environment)
             lines.append(f"{INDENT}}}")
+        self.stopped_by_unrelated_failures()
         lines.append(f"{INDENT}stages {{")
         used: set[str] = set()
         for wave in self.waves():
@@ -729,6 +771,15 @@ class _Writer:
         """`job` becomes Jenkins' own `build` step; `run` is just a script in this pipeline."""
         if step.run is not None:
             return [self.sh(node, shell_text(self.pieces(step.run, node, "run")), "bash")]
+        if self.remote:
+            # NOTE: `build` needs the Pipeline: Build Step plugin and reaches only the Jenkins
+            # running the Pipeline, which need not be the step's target; ansflow itself triggers
+            # and follows such a job only when it runs the step.
+            return self.unsupported(
+                node,
+                f"a step with `job:` triggers and follows another Jenkins job ({step.job!r} on "
+                f"target {node.target!r}), which only ansflow itself does; run it without --remote",
+            )
         job = self.groovy_value(self.pieces(step.job or "", node, "job"), node.id, "job") or "''"
         params = []
         for key, value in step.parameters.items():
@@ -782,6 +833,20 @@ class _Writer:
         if not text.endswith("\n"):
             text += "\n"
         return f"sh(label: {groovy_single(node.id)}, script: {groovy_script(text)})"
+
+
+def _decides_itself(node: StepNode) -> bool:
+    """Whether the step's `when` uses always(), failure() or cancelled() (not just success())."""
+    when = node.step.when
+    if not isinstance(when, str):
+        return False
+    try:
+        source = templates.condition_source(when)
+        if source is None or not templates.calls_condition_function(source):
+            return False
+    except templates.TemplateError:
+        return False
+    return re.sub(r"\s+", "", source) != "success()"
 
 
 def _indexed(chain: tuple[str, ...]) -> str:

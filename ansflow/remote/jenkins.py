@@ -669,6 +669,15 @@ def poll_delay(idle_rounds: int) -> float:
     return min(POLL_MAX_S, POLL_MIN_S * (1.6**idle_rounds))
 
 
+def queue_reason(why: str) -> str:
+    """A queue item's `why` without its numbers, to tell a new reason from the same one.
+
+    NOTE: Jenkins counts down in the text ("In the quiet period. Expires in 4.9 sec"), so the
+    raw text changes on every poll while the reason stays the same.
+    """
+    return re.sub(r"\d+(?:\.\d+)?", "#", why)
+
+
 # --- config.xml ----------------------------------------------------------------------------------
 
 

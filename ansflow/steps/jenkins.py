@@ -222,7 +222,7 @@ def _wait_in_queue(
     item: int,
 ) -> int | None:
     """The build number once the queue item has started; None when it was cancelled."""
-    from ansflow.remote.jenkins import JenkinsError, poll_delay
+    from ansflow.remote.jenkins import JenkinsError, poll_delay, queue_reason
 
     job = state.job
     ctx.log(f"queued job {job!r} as queue item {item}: {client.url}queue/item/{item}/")
@@ -255,9 +255,9 @@ def _wait_in_queue(
         if started is not None:
             return int(started)
         why = data.get("why")
-        if isinstance(why, str) and why != last_why:
+        if isinstance(why, str) and queue_reason(why) != last_why:
             ctx.log(f"waiting in the Jenkins queue: {why}")
-            last_why = why
+            last_why = queue_reason(why)
             idle = 0
         ctx.scope.wait(poll_delay(idle))
         idle += 1
