@@ -68,7 +68,8 @@ def _mask_value(value: Any, mask: Any) -> Any:
         masked = mask(value)
         return masked if masked != value else value
     if isinstance(value, dict):
-        return {k: _mask_value(v, mask) for k, v in value.items()}
+        # NOTE: keys too: a step's outputs are named by what it wrote, which can be a secret.
+        return {_mask_value(k, mask): _mask_value(v, mask) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_mask_value(v, mask) for v in value)
     return value

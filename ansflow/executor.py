@@ -412,6 +412,9 @@ class Executor:
             self._check_signals()
             self._pump(LOG_FLUSH_S)
         if self.forced:
+            from ansflow.remote.local import kill_terminating_groups
+
+            kill_terminating_groups()
             self._flush_logs()
             for units in self.units.values():
                 for unit in units:
@@ -834,8 +837,19 @@ class Executor:
             updates["shell"] = self.defaults.shell
         if not updates:
             return step
-        # NOTE: validate again so nested models (deploy `files`) come back as models.
-        return type(step).model_validate({**step.model_dump(), **updates})
+        # NOTE: validate again so nested models (deploy `files`) come back as models; a value that
+        # only a template produced (`job: ${{ vars.j }}` giving `../x`) is checked here too.
+        from pydantic import ValidationError
+
+        try:
+            return type(step).model_validate({**step.model_dump(), **updates})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"`{'.'.join(map(str, e['loc'])) or 'step'}`: {e['msg']}" for e in exc.errors()
+            )
+            raise templates.TemplateError(
+                f"step {node.id!r}: a rendered value is not valid: {problems}"
+            ) from None
 
     def _workdir(self, step: StepBase, local: bool) -> str | None:
         if not local:

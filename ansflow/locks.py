@@ -15,21 +15,37 @@ from pathlib import Path
 from ansflow.errors import LockedError, StorageError
 
 
+def default_lock_dir() -> Path:
+    """This user's lock folder: one for the machine, so the lock is the pipeline file's whatever
+    `--db` says (`$ANSFLOW_LOCK_DIR` overrides it; `$XDG_RUNTIME_DIR` is preferred to /tmp)."""
+    chosen = os.environ.get("ANSFLOW_LOCK_DIR")
+    if chosen:
+        return Path(chosen)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "ansflow" / "locks"
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"ansflow-{os.geteuid()}" / "locks"
+
+
 class PipelineLock:
-    """An exclusive lock on one pipeline file (by its absolute path)."""
+    """An exclusive lock on one pipeline file (by its real path: a symlink is the same file)."""
 
     def __init__(self, lock_dir: Path, pipeline_file: Path) -> None:
-        absolute = str(pipeline_file.resolve())
-        digest = hashlib.sha256(absolute.encode()).hexdigest()[:16]
-        self.path = lock_dir / f"{pipeline_file.stem}-{digest}.lock"
+        real = pipeline_file.resolve()
+        digest = hashlib.sha256(str(real).encode()).hexdigest()[:16]
+        self.path = lock_dir / f"{real.stem}-{digest}.lock"
         self.pipeline_file = pipeline_file
         self._fd: int | None = None
 
     def acquire(self, wait: bool) -> None:
         """Take the lock; LockedError (exit 5) naming the holder when busy and not waiting."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.path.parent.stat().st_uid != os.geteuid():
+                raise StorageError(f"lock folder {self.path.parent} belongs to another user")
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise StorageError(
                 f"cannot create lock file {self.path}: {exc.strerror or exc}"

@@ -45,3 +45,17 @@ def is_alive(pid: int | None, started: str | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def os_user() -> str:
+    """The name of the effective user id, for records of who approved or ran something.
+
+    Not `getpass.getuser()`: it believes $LOGNAME and $USER, so anyone could sign as anyone.
+    """
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -8,12 +8,62 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ansflow.errors import UsageError
 
 MASK = "***"
+
+#: Every secret value any Masker of this process was given, in UTF-8: where the runners may cut a
+#: long line into pieces depends on them (see `safe_cut`). Only ever grows.
+_known: frozenset[bytes] = frozenset()
+_known_lock = threading.Lock()
+
+
+def _remember(values: Iterable[str]) -> None:
+    global _known
+    with _known_lock:
+        _known = _known | {v.encode("utf-8", "surrogateescape") for v in values if len(v) > 1}
+
+
+def keep_back() -> int:
+    """Bytes at the end of unfinished output that may be the start of a secret still arriving."""
+    return max((len(v) for v in _known), default=1) - 1
+
+
+def safe_cut(data: bytes | bytearray, limit: int) -> int:
+    """Where to cut `data` into a first piece of at most `limit` bytes.
+
+    The cut splits no UTF-8 character and no secret value. Masking happens later, one piece at a
+    time, so a secret cut in two would be stored and shown in the clear. When `data` is output
+    still arriving, it must hold `limit + keep_back()` bytes, so that every secret that could cross
+    the cut is complete in it. Only a secret longer than a piece, or one that overlaps itself
+    (`aaaa` in a run of a's), can leave no such cut: the piece then ends at `limit`.
+    """
+    if len(data) <= limit:
+        return len(data)
+    first = _utf8_cut(data, limit)
+    cut = first
+    moved = True
+    while moved and cut > 0:
+        moved = False
+        for value in _known:
+            start = data.find(value, max(0, cut - len(value) + 1), cut + len(value) - 1)
+            if start >= 0:
+                # NOTE: every match of this window starts before the cut and ends after it.
+                cut = start
+                moved = True
+    return cut if cut > 0 else first
+
+
+def _utf8_cut(data: bytes | bytearray, limit: int) -> int:
+    """The largest cut <= limit that is not inside a UTF-8 character (bytes 10xxxxxx follow it)."""
+    cut = limit
+    while cut > max(0, limit - 3) and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if (data[cut] & 0xC0) != 0x80 else limit
 
 
 class Masker:
@@ -33,6 +83,7 @@ class Masker:
             for line in value.splitlines():
                 if len(line.strip()) >= 4:
                     self._values.add(line)
+        _remember(self._values)
         if self._values:
             ordered = sorted(self._values, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))

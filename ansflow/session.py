@@ -7,7 +7,6 @@ behind (exit 2, nothing run, nothing stored).
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import os
@@ -17,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ansflow import templates
+from ansflow import procinfo, templates
 from ansflow.errors import LoadError, UsageError
 from ansflow.events import Event, StepOutput
 from ansflow.executor import Approver, Executor, Outcome, Setup
 from ansflow.loader import LoadedPipeline, load_file, load_text
-from ansflow.locks import PipelineLock
+from ansflow.locks import PipelineLock, default_lock_dir
 from ansflow.options import RunOptions
 from ansflow.planner import Plan
 from ansflow.secrets import Masker, read_secrets
@@ -33,11 +32,16 @@ RESUMABLE = ("interrupted", "failed", "cancelled", "waiting")
 
 
 class Dispatcher:
-    """Masks secrets, commits to the store, then shows: the one-way flow of events."""
+    """Masks secrets, commits to the store, then shows: the one-way flow of events.
+
+    Showing cannot stop a run: when the output goes away (`ansflow run | head`, a closed
+    terminal), the run goes on unseen to its end and its real exit status, and is stored as usual.
+    """
 
     def __init__(self, store: StateStore, renderer: Any, masker: Masker) -> None:
         self.store = store
-        self.renderer = renderer
+        #: None once the output is gone.
+        self.renderer: Any | None = renderer
         self.masker = masker
 
     def _mask(self, event: Event) -> Event:
@@ -46,13 +50,50 @@ class Dispatcher:
     def emit(self, event: Event) -> None:
         event = self._mask(event)
         self.store.record(event)
-        self.renderer.handle(event)
+        self._show(event)
 
     def emit_logs(self, events: list[StepOutput]) -> None:
         masked = [self._mask(e) for e in events]
         self.store.add_logs(masked)  # type: ignore[arg-type]
         for event in masked:
+            self._show(event)
+
+    def _show(self, event: Event) -> None:
+        if self.renderer is None:
+            return
+        try:
             self.renderer.handle(event)
+        except OSError as exc:
+            self.renderer = None
+            self._output_lost(exc, event.run_id)
+
+    @staticmethod
+    def _output_lost(exc: OSError, run_id: int) -> None:
+        """Send what is still written to stdout (the renderer's close, Python's flush at exit) to
+        /dev/null instead of failing again, and say once on stderr that the run goes on."""
+        streams = [sys.stdout]
+        try:
+            if os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno()):
+                streams.append(sys.stderr)
+        except (OSError, ValueError, AttributeError):
+            pass
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for stream in streams:
+                try:
+                    os.dup2(devnull, stream.fileno())
+                except (OSError, ValueError, AttributeError):
+                    pass
+        finally:
+            os.close(devnull)
+        try:
+            sys.stderr.write(
+                f"ansflow: output lost ({exc.strerror or exc}); run {run_id} goes on, "
+                f"see `ansflow show {run_id}`\n"
+            )
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
 
 
 @dataclass
@@ -71,10 +112,7 @@ class Prepared:
 
 
 def current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+    return procinfo.os_user()
 
 
 def trigger() -> str:
@@ -172,7 +210,7 @@ def start_run(
     loaded = load_file(file)
     prepared = prepare(loaded, options)
     store = open_store(db)
-    lock = PipelineLock(store.path.parent / "locks", loaded.path)
+    lock = PipelineLock(default_lock_dir(), loaded.path)
     try:
         lock.acquire(wait=wait_lock)
         run_id = store.create_run(
@@ -294,7 +332,7 @@ def resume_run(
                 kept[key] = row
             else:
                 rerun.append(key)
-        lock = PipelineLock(store.path.parent / "locks", loaded.path)
+        lock = PipelineLock(default_lock_dir(), loaded.path)
         try:
             lock.acquire(wait=wait_lock)
             store.adopt_run(run_id, prepared.units)

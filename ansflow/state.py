@@ -214,6 +214,9 @@ class StateStore:
                 conn = _connect_readonly(path)
             else:
                 conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            existed = not readonly and path.exists() and path.stat().st_size > 0
+            if existed:
+                _check_pages(conn, path)
             store = cls(path, conn, readonly)
             store._prepare()
         except sqlite3.DatabaseError as exc:
@@ -307,14 +310,10 @@ class StateStore:
         trigger: str,
     ) -> int:
         """Insert the run and all its units as `pending`, in one transaction."""
-        import getpass
         import hashlib
 
         pid, started, hostname = procinfo.current()
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = str(os.getuid())
+        user = procinfo.os_user()
         stamp = iso(now())
         try:
             with self.conn:
@@ -643,7 +642,7 @@ class StateStore:
             if not rows:
                 raise UsageError(f"no runs recorded in {self.path}")
             return _run_row(rows[0])
-        if not text.isdigit():
+        if not text.isascii() or not text.isdigit() or len(text) > 18:
             raise UsageError(f"run {text!r}: expected a run id (a number) or `last`")
         rows = self._query("SELECT * FROM runs WHERE id = ?", (int(text),))
         if not rows:
@@ -777,10 +776,26 @@ def _check_header(path: Path) -> None:
         )
 
 
+def _check_pages(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a database with a damaged page before anything is written to it.
+
+    A valid header says nothing about the pages behind it; writing into a damaged b-tree can
+    spread the damage, so such a file is only ever read. quick_check skips the index-content
+    cross-checks of integrity_check: it reads each page once, milliseconds for a typical store.
+    """
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)").fetchall()]
+    if problems != ["ok"]:
+        conn.close()
+        raise StorageError(
+            f"state database {path} is corrupt ({'; '.join(problems)}); it was left untouched: "
+            "move it away or pass --db (read-only commands such as `runs` may still read it)"
+        )
+
+
 def _reason(exc: sqlite3.Error) -> str:
     text = str(exc)
     if "malformed" in text or "not a database" in text:
-        return f"{text} (the file is corrupt; it was left untouched: move it away or pass --db)"
+        return f"{text} (the file is corrupt: move it away or pass --db)"
     if "readonly" in text or "read-only" in text:
         return f"{text} (no permission to write)"
     if "unable to open" in text:

@@ -140,19 +140,31 @@ def test_second_sigint_forces_the_stop(cli: Cli, procs: list[subprocess.Popen[st
         steps:
           - id: stubborn
             run: |
-              trap '' TERM
+              trap 'touch got.term' TERM
+              echo $$ > stubborn.pid
               touch stubborn.started
-              while true; do sleep 0.05; done
+              while true; do sleep 0.05 || true; done
         """,
     )
     proc = cli.popen("run", "p.yml", "-o", "plain")
     procs.append(proc)
     wait_for(lambda: (cli.cwd / "stubborn.started").exists(), "the stubborn step")
+    stubborn = int((cli.cwd / "stubborn.pid").read_text())
     proc.send_signal(signal.SIGINT)
+    # NOTE: two SIGINTs sent back to back may be merged into one by the kernel.
+    wait_for(lambda: (cli.cwd / "got.term").exists(), "the first interrupt to reach the step")
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 3
     assert cli.statuses() == {"stubborn": "cancelled"}
+    assert "second interrupt" in cli.show()["steps"][0]["error"]
+    # The step ignores SIGTERM; a forced stop must SIGKILL it before ansflow exits, since the
+    # grace-period timer dies with ansflow. Killed means gone at once (init reaps it).
+    try:
+        wait_for(lambda: not alive(stubborn), "the stubborn step to be killed", timeout=10)
+    finally:
+        if alive(stubborn):
+            os.kill(stubborn, signal.SIGKILL)
 
 
 def test_ansflow_cancel_from_another_process(cli: Cli, procs: list[subprocess.Popen[str]]) -> None:
@@ -253,6 +265,9 @@ def test_approvers_list_is_enforced(cli: Cli) -> None:
     assert cli("run", "p.yml", "--approve", "gate").code == 4
     refused = cli("approve", "last", "gate")
     assert refused.code == 2 and "somebody-else" in refused.err
+    # The approver is the OS user, not what $LOGNAME or $USER claim.
+    disguised = {"LOGNAME": "somebody-else", "USER": "somebody-else"}
+    assert cli("approve", "last", "gate", env=disguised).code == 2
 
 
 def test_approval_while_the_run_is_still_going(
@@ -319,6 +334,28 @@ def test_lock_refuses_a_second_run_and_wait_lock_waits(
     assert first.wait(timeout=DEADLINE_S) == 0
     assert waiting.wait(timeout=DEADLINE_S) == 0
     assert [r["status"] for r in json.loads(cli("runs", "--json").out)] == ["success"] * 2
+
+
+def test_the_lock_is_the_files_through_a_symlink_and_with_another_db(
+    cli: Cli, procs: list[subprocess.Popen[str]]
+) -> None:
+    cli.write(
+        "p.yml",
+        "steps:\n  - {id: hold, run: 'touch held; while [ ! -e release ]; do sleep 0.02; done'}\n",
+    )
+    (cli.cwd / "link.yml").symlink_to("p.yml")
+    first = cli.popen("run", "p.yml")
+    procs.append(first)
+    wait_for(lambda: (cli.cwd / "held").exists(), "the first run")
+    try:
+        through_link = cli("run", "link.yml")
+        assert through_link.code == 5, through_link
+        other_db = cli("run", "p.yml", "--db", str(cli.cwd / "other" / "state.db"))
+        assert other_db.code == 5, other_db
+        assert "run 1" in other_db.err
+    finally:
+        (cli.cwd / "release").touch()
+    assert first.wait(timeout=DEADLINE_S) == 0
 
 
 def test_lock_is_released_when_the_process_dies(
@@ -394,6 +431,29 @@ def test_truncated_sqlite_file_is_refused(cli: Cli) -> None:
     broken.write_bytes(data[:100] + b"\xff" * (len(data) - 100))
     result = cli("runs", "--db", str(broken))
     assert result.code == 2 and str(broken) in result.err
+
+
+def test_a_damaged_page_behind_a_valid_header_is_never_written(cli: Cli) -> None:
+    cli.write("p.yml", "steps:\n  - {id: a, run: 'for i in $(seq 300); do echo line-$i; done'}\n")
+    for _ in range(4):
+        assert cli("run", "p.yml").code == 0
+    with sqlite3.connect(cli.db) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(cli.db.read_bytes())
+    assert len(data) > 8 * page_size
+    data[7 * page_size : 8 * page_size] = b"\xa5" * page_size
+    damaged = cli.cwd / "damaged.db"
+    damaged.write_bytes(bytes(data))
+    for args in (["run", "p.yml"], ["repair"]):
+        result = cli(*args, "--db", str(damaged))
+        assert result.code == 2, (args, result)
+        assert str(damaged) in result.err and "corrupt" in result.err
+        assert "Traceback" not in result.err
+    assert damaged.read_bytes() == bytes(data)
+    assert sorted(p.name for p in cli.cwd.iterdir() if p.name.startswith("damaged")) == [
+        "damaged.db"
+    ]
 
 
 def _in_shell(cli: Cli, wrapper: list[str], script: str) -> subprocess.CompletedProcess[str]:
@@ -485,3 +545,12 @@ def test_resume_says_when_the_file_changed(cli: Cli) -> None:
     assert cli("run", "q.yml").code == 0
     done = cli("resume", "last")
     assert done.code == 2 and "success" in done.err
+
+
+def test_a_run_id_too_big_for_sqlite_is_bad_input(cli: Cli) -> None:
+    cli.write("p.yml", "steps:\n  - {id: a, run: 'true'}\n")
+    assert cli("run", "p.yml").code == 0
+    for command in ("show", "resume", "logs"):
+        result = cli(command, "99999999999999999999")
+        assert result.code == 2, (command, result)
+        assert "Traceback" not in result.err and "internal error" not in result.err

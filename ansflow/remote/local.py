@@ -16,6 +16,7 @@ from typing import IO
 
 from ansflow.cancel import CancelScope
 from ansflow.remote.base import Command, LineSink, Runner, RunnerError
+from ansflow.secrets import keep_back, safe_cut
 
 MAX_LINE = 64 * 1024
 #: How long output is still read after the command exited, if an escaped process holds the pipes.
@@ -25,7 +26,10 @@ KILL_GRACE_S = 2.0
 
 
 class _Lines:
-    """Splits a byte stream into lines; a line longer than MAX_LINE is passed on in pieces."""
+    """Splits a byte stream into lines; a line longer than MAX_LINE is passed on in pieces.
+
+    Pieces are cut where `safe_cut` allows: never inside a UTF-8 character or a secret value.
+    """
 
     def __init__(self, name: str, on_line: LineSink) -> None:
         self.name = name
@@ -36,15 +40,24 @@ class _Lines:
         self.partial += data
         *lines, self.partial = self.partial.split(b"\n")
         for line in lines:
-            self._emit(line)
-        while len(self.partial) >= MAX_LINE:
-            self._emit(self.partial[:MAX_LINE])
-            self.partial = self.partial[MAX_LINE:]
+            self._emit_long(line)
+        # NOTE: the end of a line still arriving may be the start of a secret: it is kept back.
+        while len(self.partial) > MAX_LINE + keep_back():
+            cut = safe_cut(self.partial, MAX_LINE)
+            self._emit(self.partial[:cut])
+            self.partial = self.partial[cut:]
 
     def close(self) -> None:
         if self.partial:
-            self._emit(self.partial)
+            self._emit_long(self.partial)
             self.partial = b""
+
+    def _emit_long(self, line: bytes) -> None:
+        while len(line) > MAX_LINE:
+            cut = safe_cut(line, MAX_LINE)
+            self._emit(line[:cut])
+            line = line[cut:]
+        self._emit(line)
 
     def _emit(self, raw: bytes) -> None:
         self.on_line(self.name, raw.rstrip(b"\r").decode("utf-8", "replace"))
@@ -61,13 +74,36 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
     return True
 
 
+#: Groups sent SIGTERM whose SIGKILL is still to come. The timers are daemon threads, which die
+#: with ansflow: a forced stop must kill these groups itself before it exits.
+_doomed: set[int] = set()
+_doomed_lock = threading.Lock()
+
+
 def terminate_group(pgid: int, grace: float = KILL_GRACE_S) -> None:
     """SIGTERM now and SIGKILL after `grace`, without blocking the caller (a signal handler)."""
     if not kill_group(pgid, signal.SIGTERM):
         return
-    timer = threading.Timer(grace, kill_group, args=(pgid, signal.SIGKILL))
+    with _doomed_lock:
+        _doomed.add(pgid)
+    timer = threading.Timer(grace, _kill_doomed, args=(pgid,))
     timer.daemon = True
     timer.start()
+
+
+def _kill_doomed(pgid: int) -> None:
+    with _doomed_lock:
+        _doomed.discard(pgid)
+    kill_group(pgid, signal.SIGKILL)
+
+
+def kill_terminating_groups() -> None:
+    """SIGKILL at once every group still in its grace period (a second interrupt: no waiting)."""
+    with _doomed_lock:
+        groups = list(_doomed)
+        _doomed.clear()
+    for pgid in groups:
+        kill_group(pgid, signal.SIGKILL)
 
 
 class LocalRunner(Runner):

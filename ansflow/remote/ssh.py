@@ -61,6 +61,7 @@ import paramiko
 from ansflow.cancel import CancelScope
 from ansflow.inventory import Host
 from ansflow.remote.base import Command, LineSink, Runner, RunnerError
+from ansflow.secrets import keep_back, safe_cut
 
 # NOTE: paramiko logs transport failures at ERROR level; without a handler Python's last-resort
 # handler would print them (with tracebacks) over ansflow's own output. Errors reach users as
@@ -1011,7 +1012,10 @@ def environment_line(env: dict[str, str]) -> bytes:
 
 
 class _LineSplitter:
-    """Bytes in, whole lines out; a line longer than MAX_LINE goes out in pieces."""
+    """Bytes in, whole lines out; a line longer than MAX_LINE goes out in pieces.
+
+    Pieces are cut where `safe_cut` allows: never inside a UTF-8 character or a secret value.
+    """
 
     def __init__(self, emit: Callable[[bytes], None]) -> None:
         self._emit = emit
@@ -1026,14 +1030,15 @@ class _LineSplitter:
             line = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
             self._emit_long(line)
-        while len(self._buffer) > MAX_LINE:
-            cut = _utf8_boundary(self._buffer, MAX_LINE)
+        # NOTE: the end of a line still arriving may be the start of a secret: it is kept back.
+        while len(self._buffer) > MAX_LINE + keep_back():
+            cut = safe_cut(self._buffer, MAX_LINE)
             self._emit(bytes(self._buffer[:cut]))
             del self._buffer[:cut]
 
     def _emit_long(self, line: bytes) -> None:
         while len(line) > MAX_LINE:
-            cut = _utf8_boundary(line, MAX_LINE)
+            cut = safe_cut(line, MAX_LINE)
             self._emit(line[:cut])
             line = line[cut:]
         self._emit(line)
@@ -1042,16 +1047,6 @@ class _LineSplitter:
         if self._buffer:
             self._emit_long(bytes(self._buffer))
             self._buffer.clear()
-
-
-def _utf8_boundary(data: bytes | bytearray, limit: int) -> int:
-    """The largest cut <= limit that does not split a UTF-8 character."""
-    if len(data) <= limit:
-        return len(data)
-    cut = limit
-    while cut > limit - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
-        cut -= 1
-    return cut if cut > limit - 4 else limit
 
 
 def _decode(line: bytes) -> str:

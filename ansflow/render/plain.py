@@ -5,6 +5,7 @@ Meant for CI logs and cron mail; with `quiet`, only failures and the final summa
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import TextIO
 
@@ -21,6 +22,29 @@ from ansflow.events import (
 from ansflow.render.base import RunView, UnitView, detail_text, summary_line
 
 BAD = ("failed", "timed_out")
+
+#: Terminal escape sequences, in their 7-bit and 8-bit (C1) forms: CSI (colours, cursor moves),
+#: the strings OSC (titles, links), DCS, SOS, PM and APC, and two-byte escapes such as `ESC 7`.
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|$)"
+    r"|\x1b[ -/]*[0-~]",
+    re.DOTALL,
+)
+#: What is left of control characters after the sequences are gone; tab is kept.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` without escape sequences and control characters (tabs are kept).
+
+    A step's output reaches the reader's terminal or CI log through ansflow; its own colours,
+    cursor moves and window titles must not (click's `strip_ansi`, which `ansflow logs` gets
+    through `typer.echo`, removes only CSI sequences).
+    """
+    if text.isprintable():
+        return text
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
 def _clock(event: Event) -> str:
@@ -47,11 +71,11 @@ def summary_table(view: RunView) -> list[str]:
         note = unit.error or detail_text(unit.details)
         rows.append(
             (
-                unit.label,
+                printable(unit.label),
                 unit.status,
                 str(unit.attempt),
                 format_duration(unit.duration) if unit.duration is not None else "-",
-                note[:80],
+                printable(note)[:80],
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -70,7 +94,7 @@ class PlainRenderer:
         self.view = RunView()
 
     def _line(self, event: Event, who: str, text: str) -> None:
-        self.stream.write(f"{_clock(event)} {who} | {text}\n")
+        self.stream.write(f"{_clock(event)} {printable(who)} | {printable(text)}\n")
         self.stream.flush()
 
     def handle(self, event: Event) -> None:
@@ -83,7 +107,7 @@ class PlainRenderer:
             if isinstance(event, StepFinished) and event.status in BAD and unit is not None:
                 self._line(event, label, finished_text(event, unit))
                 for line in unit.tail:
-                    self.stream.write(f"    {line}\n")
+                    self.stream.write(f"    {printable(line)}\n")
             return
         if isinstance(event, RunStarted):
             what = "resumed" if event.resumed else "started"
@@ -107,10 +131,11 @@ class PlainRenderer:
             self.stream.write("\n" + "\n".join(summary_table(self.view)) + "\n")
             for unit in self.view.rows():
                 if unit.status in BAD and unit.tail:
-                    self.stream.write(f"\n--- last {len(unit.tail)} lines of {unit.label} ---\n")
-                    self.stream.write("\n".join(unit.tail) + "\n")
+                    label = printable(unit.label)
+                    self.stream.write(f"\n--- last {len(unit.tail)} lines of {label} ---\n")
+                    self.stream.write("\n".join(printable(line) for line in unit.tail) + "\n")
             self.stream.write("\n")
-        self.stream.write(summary_line(self.view) + "\n")
+        self.stream.write(printable(summary_line(self.view)) + "\n")
         self.stream.flush()
 
     def close(self) -> None:

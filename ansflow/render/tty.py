@@ -22,6 +22,7 @@ from ansflow.cancel import CancelScope
 from ansflow.durations import format_duration
 from ansflow.events import Event, RunFinished, StepFinished
 from ansflow.render.base import RunView, UnitView, detail_text, summary_line
+from ansflow.render.plain import printable
 
 STYLES = {
     "pending": "dim",
@@ -46,6 +47,11 @@ MARKS = {
     "retrying": "↻",
     "pending": "·",
 }
+
+
+def _text(value: str, style: str = "") -> Text:
+    """User text (labels, output, errors) as a rich Text: shown as is, never read as markup."""
+    return Text(printable(value), style=style)
 
 
 class TtyRenderer:
@@ -105,12 +111,12 @@ class TtyRenderer:
                     else unit.last_line
                 )
                 table.add_row(
-                    unit.label,
+                    _text(unit.label),
                     self._status_cell(unit),
                     self._elapsed(unit),
-                    Text(line or "", style="dim"),
+                    _text(line or "", style="dim"),
                 )
-            title = Text(f"ansflow run {self.view.run_id} · {self.view.pipeline}", style="bold")
+            title = _text(f"ansflow run {self.view.run_id} · {self.view.pipeline}", style="bold")
             return Group(title, table)
 
     def handle(self, event: Event) -> None:
@@ -124,41 +130,43 @@ class TtyRenderer:
 
     def _print_failure(self, unit: UnitView) -> None:
         self.console.print(
-            Text(f"✗ {unit.label} {unit.status}: {unit.error or ''}", style="bold red")
+            _text(f"✗ {unit.label} {unit.status}: {unit.error or ''}", style="bold red")
         )
         for line in unit.tail:
-            self.console.print(Text("    " + line), markup=False)
+            self.console.print(_text("    " + line))
 
     def _finish(self) -> None:
         if self.live is not None:
             self.live.stop()
             self.live = None
         if not self.quiet:
-            table = Table(title=f"run {self.view.run_id} · {self.view.pipeline}", show_lines=False)
+            table = Table(
+                title=_text(f"run {self.view.run_id} · {self.view.pipeline}"), show_lines=False
+            )
             for column in ("step", "state", "attempts", "duration", "note"):
                 table.add_column(column, no_wrap=column != "note")
             for unit in self.view.rows():
                 style = STYLES.get(unit.status, "")
                 table.add_row(
-                    unit.label,
+                    _text(unit.label),
                     Text(f"{MARKS.get(unit.status, ' ')} {unit.status}", style=style),
-                    str(unit.attempt),
-                    format_duration(unit.duration) if unit.duration is not None else "-",
-                    unit.error or detail_text(unit.details),
+                    Text(str(unit.attempt)),
+                    Text(format_duration(unit.duration) if unit.duration is not None else "-"),
+                    _text(unit.error or detail_text(unit.details)),
                 )
             self.console.print(table)
             for unit in self.view.rows():
                 if unit.status in ("failed", "timed_out") and unit.tail:
                     self.console.print(
-                        Text(f"last {len(unit.tail)} lines of {unit.label}:", style="bold red")
+                        _text(f"last {len(unit.tail)} lines of {unit.label}:", style="bold red")
                     )
                     for line in unit.tail:
-                        self.console.print(Text("  " + line))
+                        self.console.print(_text("  " + line))
         finished = self.view.finished
         style = "green" if finished is not None and finished.status == "success" else "bold red"
         if finished is not None and finished.status == "waiting":
             style = "magenta"
-        self.console.print(Text(summary_line(self.view), style=style))
+        self.console.print(_text(summary_line(self.view), style=style))
 
     def close(self) -> None:
         if self.live is not None:
@@ -174,7 +182,7 @@ class TtyRenderer:
                 self.live.stop()
             limit = f" (within {format_duration(timeout)})" if timeout else ""
             self.console.print(
-                Text(f"? {step}: {message} [y/N]{limit} ", style="bold magenta"), end=""
+                _text(f"? {step}: {message} [y/N]{limit} ", style="bold magenta"), end=""
             )
         try:
             answer = _read_line(timeout, scope)
