@@ -213,16 +213,15 @@ def host_problems(pipeline: Pipeline, pipeline_dir: Path) -> list[GraphProblem]:
     Kept out of loading: it reads another file, which `plan`, `export` or a resume from stored text
     should not depend on; `validate` and `run` call it.
     """
-    from ansflow.inventory import Inventory, InventoryError, load_inventory
+    from ansflow.inventory import Inventory, InventoryError, load_pipeline_inventory
 
     ssh_targets = {n: t for n, t in pipeline.targets.items() if isinstance(t, SSHTarget)}
     if not ssh_targets:
         return []
     inventory = Inventory()
     if pipeline.inventory and "${{" not in pipeline.inventory:
-        path = Path(pipeline.inventory).expanduser()
         try:
-            inventory = load_inventory(path if path.is_absolute() else pipeline_dir / path)
+            inventory = load_pipeline_inventory(pipeline.inventory, pipeline_dir)
         except InventoryError as exc:
             return [GraphProblem(("inventory",), f"inventory: {exc}")]
     problems: list[GraphProblem] = []

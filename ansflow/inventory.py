@@ -210,6 +210,12 @@ def _parse_port(text: str, where: str) -> int:
     return port
 
 
+def load_pipeline_inventory(written: str, pipeline_dir: Path) -> Inventory:
+    """The pipeline's `inventory:`; a relative path is the pipeline folder's, `~` is expanded."""
+    path = Path(written).expanduser()
+    return load_inventory(path if path.is_absolute() else pipeline_dir / path)
+
+
 def load_inventory(path: Path) -> Inventory:
     """Read an INI or YAML inventory; the format comes from the suffix, else from the content."""
     path = Path(path)

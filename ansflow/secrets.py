@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from ansflow.errors import UsageError
@@ -56,6 +56,15 @@ def safe_cut(data: bytes | bytearray, limit: int) -> int:
                 cut = start
                 moved = True
     return cut if cut > 0 else first
+
+
+def pieces(line: bytes, limit: int) -> Iterator[bytes]:
+    """A whole line in pieces of at most `limit` bytes, cut where `safe_cut` allows."""
+    while len(line) > limit:
+        cut = safe_cut(line, limit)
+        yield line[:cut]
+        line = line[cut:]
+    yield line
 
 
 def _utf8_cut(data: bytes | bytearray, limit: int) -> int:

@@ -55,15 +55,14 @@ class Places:
             return list(self._hosts[target])
 
     def _resolve_hosts(self, target: str, spec: SSHTarget) -> list[Any]:
-        from ansflow.inventory import Inventory, InventoryError, load_inventory
+        from ansflow.inventory import Inventory, InventoryError, load_pipeline_inventory
 
         if self._inventory is None:
             if self.pipeline.inventory:
-                path = Path(self.pipeline.inventory).expanduser()
-                if not path.is_absolute():
-                    path = self.pipeline_dir / path
                 try:
-                    self._inventory = load_inventory(path)
+                    self._inventory = load_pipeline_inventory(
+                        self.pipeline.inventory, self.pipeline_dir
+                    )
                 except InventoryError as exc:
                     raise UsageError(str(exc)) from None
             else:

@@ -16,7 +16,7 @@ from typing import IO
 
 from ansflow.cancel import CancelScope
 from ansflow.remote.base import Command, LineSink, Runner, RunnerError
-from ansflow.secrets import keep_back, safe_cut
+from ansflow.secrets import keep_back, pieces, safe_cut
 
 MAX_LINE = 64 * 1024
 #: How long output is still read after the command exited, if an escaped process holds the pipes.
@@ -53,11 +53,8 @@ class _Lines:
             self.partial = b""
 
     def _emit_long(self, line: bytes) -> None:
-        while len(line) > MAX_LINE:
-            cut = safe_cut(line, MAX_LINE)
-            self._emit(line[:cut])
-            line = line[cut:]
-        self._emit(line)
+        for piece in pieces(line, MAX_LINE):
+            self._emit(piece)
 
     def _emit(self, raw: bytes) -> None:
         self.on_line(self.name, raw.rstrip(b"\r").decode("utf-8", "replace"))

@@ -61,7 +61,7 @@ import paramiko
 from ansflow.cancel import CancelScope
 from ansflow.inventory import Host
 from ansflow.remote.base import Command, LineSink, Runner, RunnerError
-from ansflow.secrets import keep_back, safe_cut
+from ansflow.secrets import keep_back, pieces, safe_cut
 
 # NOTE: paramiko logs transport failures at ERROR level; without a handler Python's last-resort
 # handler would print them (with tracebacks) over ansflow's own output. Errors reach users as
@@ -1037,11 +1037,8 @@ class _LineSplitter:
             del self._buffer[:cut]
 
     def _emit_long(self, line: bytes) -> None:
-        while len(line) > MAX_LINE:
-            cut = safe_cut(line, MAX_LINE)
-            self._emit(line[:cut])
-            line = line[cut:]
-        self._emit(line)
+        for piece in pieces(line, MAX_LINE):
+            self._emit(piece)
 
     def close(self) -> None:
         if self._buffer:
