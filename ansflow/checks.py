@@ -16,7 +16,6 @@ from ansflow.model import (
     AnsibleStep,
     ApprovalStep,
     JenkinsStep,
-    JenkinsTarget,
     LocalTarget,
     Pipeline,
     SSHTarget,
@@ -99,10 +98,21 @@ def _step_strings(step: StepBase) -> Iterator[tuple[tuple[Any, ...], str]]:
             yield from templates.iter_strings(value, (key,))
 
 
-def template_problems(pipeline: Pipeline, graph: Graph) -> list[GraphProblem]:
-    """Syntax of every `${{ }}` and every name that can be known before running."""
+def template_problems(
+    pipeline: Pipeline, graph: Graph | None, targets_sound: bool = True
+) -> list[GraphProblem]:
+    """Syntax of every `${{ }}` and every name that can be known before running.
+
+    Without a graph (its own errors are being reported) `steps.X` is checked to name a step but
+    not to be upstream, and without sound targets `host` is not checked: either would repeat
+    those errors in other words.
+    """
     problems: list[GraphProblem] = []
-    base = {"vars": set(pipeline.vars), "secrets": set(pipeline.secrets)}
+    base = {
+        "vars": set(pipeline.vars),
+        "secrets": set(pipeline.secrets),
+        "steps": {step.id for _, step in pipeline.iter_steps()},
+    }
 
     def check(path: tuple[Any, ...], text: str, step: StepBase | None, field: str) -> None:
         where = f"step {step.id!r}, field `{field}`" if step else f"`{field}`"
@@ -127,7 +137,7 @@ def template_problems(pipeline: Pipeline, graph: Graph) -> list[GraphProblem]:
             sources = [text]
         for source in sources:
             for ref in templates.references(source):
-                message = _reference_problem(ref, step, pipeline, graph, base)
+                message = _reference_problem(ref, step, pipeline, graph, base, targets_sound)
                 if message:
                     span = templates.OPEN + source + templates.CLOSE
                     problems.append(GraphProblem(path, f"{where}: {message}", span=span))
@@ -135,14 +145,77 @@ def template_problems(pipeline: Pipeline, graph: Graph) -> list[GraphProblem]:
     for key, value in pipeline.env.items():
         check(("env", key), value, None, f"env.{key}")
     for name, target in pipeline.targets.items():
-        if isinstance(target, SSHTarget | JenkinsTarget):
-            for field, value in target.model_dump().items():
-                if isinstance(value, str):
-                    check(("targets", name, field), value, None, f"targets.{name}.{field}")
+        rendered = RENDERED_TARGET_FIELDS.get(target.type, frozenset())
+        for field in sorted(rendered & target.model_fields_set):
+            value = getattr(target, field)
+            if isinstance(value, str):
+                check(("targets", name, field), value, None, f"targets.{name}.{field}")
     for path, step in pipeline.iter_steps():
         for sub, text in _step_strings(step):
             field = ".".join(str(p) for p in sub)
             check((*path, *sub), text, step, field)
+    problems.extend(fixed_field_problems(pipeline))
+    return problems
+
+
+#: Target fields rendered when the target is used; the rest are read as written.
+RENDERED_TARGET_FIELDS: dict[str, frozenset[str]] = {
+    "ssh": frozenset({"user", "identity_file", "password", "ssh_config", "known_hosts_file"}),
+    "jenkins": frozenset({"url", "user", "token"}),
+}
+
+
+def fixed_field_problems(pipeline: Pipeline) -> list[GraphProblem]:
+    """`${{ }}` where it would be used as written: hosts (they decide the step instances before
+    anything runs), `defaults`, `inventory`, env names, and target fields read literally."""
+    problems: list[GraphProblem] = []
+
+    def refuse(path: tuple[Any, ...], label: str, why: str, at_key: bool = False) -> None:
+        problems.append(
+            GraphProblem(path, f"{label} cannot use `${{{{ }}}}`: {why}", at_key, span="${{")
+        )
+
+    for field in ("workdir", "shell"):
+        if templates.has_template(getattr(pipeline.defaults, field)):
+            refuse(
+                ("defaults", field),
+                f"`defaults.{field}`",
+                "defaults are read as written; set it on the steps that need it",
+            )
+    if templates.has_template(pipeline.inventory):
+        refuse(("inventory",), "`inventory`", "the inventory is read before anything is rendered")
+    for name, target in pipeline.targets.items():
+        rendered = RENDERED_TARGET_FIELDS.get(target.type, frozenset())
+        for field in sorted(target.model_fields_set - rendered):
+            value = getattr(target, field)
+            entries = value if isinstance(value, list) else [value]
+            for index, entry in enumerate(entries):
+                if templates.has_template(entry):
+                    path = ("targets", name, field, *((index,) if isinstance(value, list) else ()))
+                    why = (
+                        "hosts decide the step instances before anything runs"
+                        if field == "hosts"
+                        else "this field is read as written"
+                    )
+                    refuse(path, f"`targets.{name}.{field}`", why)
+    envs: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [((), pipeline.env, "")]
+    envs.extend((path, step.env, f"step {step.id!r}: ") for path, step in pipeline.iter_steps())
+    for path, env, owner in envs:
+        for key in env:
+            if templates.has_template(key):
+                refuse(
+                    (*path, "env", key),
+                    f"{owner}`env` name {key!r}",
+                    "names are read as written",
+                    True,
+                )
+            elif not key or "=" in key or "\0" in key:
+                message = f"{owner}`env` name {key!r} is not a valid environment variable name"
+                problems.append(
+                    GraphProblem(
+                        (*path, "env", key), f"{message} (empty, or holds `=` or NUL)", at_key=True
+                    )
+                )
     return problems
 
 
@@ -150,8 +223,9 @@ def _reference_problem(
     ref: templates.Reference,
     step: StepBase | None,
     pipeline: Pipeline,
-    graph: Graph,
+    graph: Graph | None,
     base: dict[str, set[str]],
+    targets_sound: bool = True,
 ) -> str | None:
     chain = ref.chain
     root = chain[0]
@@ -185,7 +259,7 @@ def _reference_problem(
             return f"`{ref}` is used but step has no `matrix`"
         if key not in step.matrix:
             return f"`matrix.{key}` is not a matrix key; keys: {', '.join(step.matrix)}"
-    elif root == "host":
+    elif root == "host" and targets_sound:
         target = pipeline.targets.get(step.on or "local") if step else None
         if not isinstance(target, SSHTarget):
             return "`host` is only defined for steps on ssh targets"
@@ -193,8 +267,10 @@ def _reference_problem(
             return f"`host.{key}` does not exist; host has {', '.join(HOST_PARTS)}"
     elif root == "steps":
         other = split_needs_name(key)
-        if other not in graph.steps:
+        if other not in base["steps"]:
             return f"`steps.{key}` names no step"
+        if graph is None:
+            return None
         if step is None:
             return f"`steps.{key}` cannot be used outside a step"
         if not graph.is_upstream(other, step.id):

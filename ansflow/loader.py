@@ -1,13 +1,16 @@
 """Pipeline file -> checked model and graph, or a LoadError listing every problem at file:line:col.
 
-The stages run in order (YAML, schema, targets and graph, templates); each stage reports all of its
-problems, and a later stage runs only when the earlier ones found none, so that one typo does not
-cascade into a page of follow-on errors.
+The stages run in order (YAML, schema, targets and graph, templates) and every problem of the file
+is reported at once. A step or target the schema refuses is replaced by a stub that keeps only its
+id, `needs` and `matrix` (or its type), so the graph checks still see the rest of the file; when
+what was refused is something later checks depend on (a step's id, `vars`, the shape of `steps`),
+the later checks are skipped rather than report follow-on errors of the first one.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +219,7 @@ def load_text(raw: bytes | str, path: Path) -> LoadedPipeline:
     text = ""
     try:
         text = raw if isinstance(raw, str) else decode(raw)
-        document = parse(text)
+        document = parse(text, keep_going=True)
     except YamlError as exc:
         if not text and isinstance(raw, bytes):
             # NOTE: not UTF-8; decode leniently only to show the offending line.
@@ -226,36 +229,189 @@ def load_text(raw: bytes | str, path: Path) -> LoadedPipeline:
             [locator.at(*locator.at_end_if_past(p.line, p.col), p.message) for p in exc.problems]
         ) from None
     locator = _Locator(file, text, document)
+    found = [locator.at(p.line, p.col, p.message) for p in document.problems]
     data = document.data
     if data is None:
-        raise LoadError(
-            [Diagnostic(file, 1, 1, "the file is empty; a pipeline is a mapping with `steps:`")]
+        found.append(
+            Diagnostic(file, 1, 1, "the file is empty; a pipeline is a mapping with `steps:`")
         )
+        raise LoadError(_in_file_order(found))
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a single value ({type(data).__name__})"
-        raise LoadError(
-            [locator.locate((), f"the top level must be a mapping with `steps:`, not {kind}")]
+        found.append(
+            locator.locate((), f"the top level must be a mapping with `steps:`, not {kind}")
         )
+        raise LoadError(_in_file_order(found))
+    pipeline: Pipeline | None = None
+    with_templates = True
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
-        raise LoadError(_schema_diagnostics(exc, locator, data)) from None
+        found.extend(_schema_diagnostics(exc, locator, data))
+        pipeline, with_templates = _salvage(data, exc, locator)
+    graph: Graph | None = None
+    if pipeline is not None:
+        problems, graph = _graph_problems(pipeline, with_templates)
+        found.extend(locator.locate(p.path, p.message, p.at_key, p.span) for p in problems)
+    if found or graph is None or pipeline is None:
+        raise LoadError(_in_file_order(found))
+    return LoadedPipeline(path=path, text=text, pipeline=pipeline, graph=graph, document=document)
 
+
+def _in_file_order(found: list[Diagnostic]) -> list[Diagnostic]:
+    # NOTE: `${{ vars.x }}` written twice in one string is one mistake, reported once.
+    unique = list(dict.fromkeys(found))
+    unique.sort(key=lambda d: (d.line or 0, d.col or 0))
+    return unique
+
+
+def _graph_problems(
+    pipeline: Pipeline, with_templates: bool
+) -> tuple[list[GraphProblem], Graph | None]:
+    """Target, graph and template problems of a schema-valid (or salvaged) pipeline."""
     problems: list[GraphProblem] = checks.target_problems(pipeline)
+    targets_sound = not problems
     graph: Graph | None = None
     try:
         graph = build_graph(pipeline)
     except GraphError as exc:
         problems.extend(exc.problems)
-    if graph is not None and not problems:
-        problems.extend(checks.template_problems(pipeline, graph))
-    if problems or graph is None:
-        located = [locator.locate(p.path, p.message, p.at_key, p.span) for p in problems]
-        # NOTE: `${{ vars.x }}` written twice in one string is one mistake, reported once.
-        unique = list(dict.fromkeys(located))
-        unique.sort(key=lambda d: (d.line or 0, d.col or 0))
-        raise LoadError(unique)
-    return LoadedPipeline(path=path, text=text, pipeline=pipeline, graph=graph, document=document)
+    if with_templates:
+        problems.extend(checks.template_problems(pipeline, graph, targets_sound))
+    return problems, graph
+
+
+#: Stand-ins for a target the schema refused, by its type, so steps `on:` it still check.
+_TARGET_STUBS: dict[str, dict[str, Any]] = {
+    "local": {"type": "local"},
+    "ssh": {"type": "ssh", "hosts": ["stub"]},
+    "jenkins": {"type": "jenkins", "url": "http://stub"},
+}
+#: Top-level fields the graph and template checks read; refused, they end the checks there.
+_NEEDED_BY_TEMPLATES = frozenset({"vars", "secrets"})
+
+
+def _salvage(
+    data: dict[str, Any], exc: ValidationError, locator: _Locator
+) -> tuple[Pipeline | None, bool]:
+    """The pipeline with every part the schema refused stubbed out or dropped, and whether its
+    templates can still be checked; None when what was refused shapes the graph itself."""
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        return None, False
+    #: (entry, member or None) -> the step's own fields the schema refused (None: the step itself)
+    broken_steps: dict[tuple[int, int | None], set[Any]] = {}
+    broken_targets: set[Any] = set()
+    dropped: set[Any] = set()
+    for error in exc.errors(include_url=False):
+        path = locator.data_path(error["loc"])
+        if not path:
+            return None, False
+        if path[0] == "steps":
+            if len(path) < 2:
+                return None, False
+            entry = steps[path[1]]
+            if isinstance(entry, dict) and "parallel" in entry:
+                member = len(path) >= 4 and path[2] == "parallel" and isinstance(path[3], int)
+                if not member or not isinstance(entry["parallel"], list):
+                    return None, False
+                key: tuple[int, int | None] = (path[1], path[3])
+                field = path[4] if len(path) > 4 else None
+            else:
+                key, field = (path[1], None), path[2] if len(path) > 2 else None
+            broken_steps.setdefault(key, set()).add(field)
+        elif path[0] == "targets":
+            if len(path) < 2:
+                return None, False
+            broken_targets.add(path[1])
+        else:
+            dropped.add(path[0])
+    kept = {key: value for key, value in data.items() if key not in dropped}
+    if broken_targets:
+        targets = dict(kept.get("targets") or {})
+        for name in broken_targets:
+            raw = targets.get(name)
+            kind = raw.get("type") if isinstance(raw, dict) else None
+            stub = _TARGET_STUBS.get(kind) if isinstance(kind, str) else None
+            if stub is None:
+                return None, False
+            targets[name] = stub
+        kept["targets"] = targets
+    # NOTE: first try each refused step without its refused fields, so the templates in the rest
+    # of it are still checked; a step that is still refused then becomes a bare stub.
+    for minimal in (False, True):
+        candidate = {**kept, "steps": _patched_steps(steps, broken_steps, minimal)}
+        if None in candidate["steps"]:
+            return None, False
+        try:
+            pipeline = Pipeline.model_validate(candidate)
+        except ValidationError as again:
+            if minimal:
+                return None, False
+            still = {locator.data_path(e["loc"])[:4] for e in again.errors(include_url=False)}
+            broken_steps = {
+                key: fields
+                for key, fields in broken_steps.items()
+                if not any(_is_step_path(p, key) for p in still)
+            } | {key: {None} for key in _step_keys(still, steps)}
+            continue
+        return pipeline, not (dropped & _NEEDED_BY_TEMPLATES)
+    return None, False
+
+
+def _is_step_path(path: tuple[Any, ...], key: tuple[int, int | None]) -> bool:
+    entry, member = key
+    if member is None:
+        return path[:2] == ("steps", entry)
+    return path[:4] == ("steps", entry, "parallel", member)
+
+
+def _step_keys(paths: set[tuple[Any, ...]], steps: list[Any]) -> set[tuple[int, int | None]]:
+    keys: set[tuple[int, int | None]] = set()
+    for path in paths:
+        if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+            is_member = len(path) >= 4 and path[2] == "parallel" and isinstance(path[3], int)
+            keys.add((path[1], path[3] if is_member else None))
+    return keys
+
+
+def _patched_steps(
+    steps: list[Any], broken: dict[tuple[int, int | None], set[Any]], minimal: bool
+) -> list[Any]:
+    """The entries with each refused step (or its refused fields) replaced."""
+
+    def patched(raw: Any, fields: set[Any]) -> Any:
+        # NOTE: without its `on` a step would run locally, and be blamed for not suiting it.
+        if minimal or None in fields or "on" in fields or not isinstance(raw, dict):
+            return _step_stub(raw)
+        return {key: value for key, value in raw.items() if key not in fields}
+
+    out: list[Any] = []
+    for index, entry in enumerate(steps):
+        if (index, None) in broken:
+            entry = patched(entry, broken[(index, None)])
+        elif isinstance(entry, dict) and isinstance(entry.get("parallel"), list):
+            members = [
+                patched(member, broken[(index, number)]) if (index, number) in broken else member
+                for number, member in enumerate(entry["parallel"])
+            ]
+            entry = {**entry, "parallel": members}
+        out.append(entry)
+    return out
+
+
+def _step_stub(raw: Any) -> dict[str, Any] | None:
+    """A do-nothing step with the refused step's id, `needs` and `matrix`, or None without an id."""
+    if not isinstance(raw, dict):
+        return None
+    step_id = raw.get("id")
+    if not isinstance(step_id, str) or not re.fullmatch(ID_PATTERN, step_id):
+        return None
+    stub: dict[str, Any] = {"id": step_id, "type": "shell", "run": "true"}
+    for key in ("needs", "matrix"):
+        if key in raw:
+            stub[key] = raw[key]
+    return stub
 
 
 def _schema_diagnostics(

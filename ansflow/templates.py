@@ -80,7 +80,16 @@ def _environment() -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class Environment(ImmutableSandboxedEnvironment):
-        """Jinja's sandbox, where `a.b` on a mapping reads the key `b` before any attribute."""
+        """Jinja's sandbox, where `a.b` on a mapping reads the key `b` before any attribute, and
+        `*` and `**` refuse results too large to be a real value (`"a" * 400000000`)."""
+
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            problem = _binop_too_large(operator, left, right)
+            if problem is not None:
+                raise TemplateError(problem)
+            return super().call_binop(context, operator, left, right)
 
         def getattr(self, obj: Any, attribute: str) -> Any:
             # NOTE: jinja tries attributes first, so `vars.items` or `outputs.keys` would be dict
@@ -94,7 +103,47 @@ def _environment() -> Any:
 
     # NOTE: optimized=False: jinja's optimizer folds constants while compiling, so `validate`
     # itself would evaluate `${{ "a" * 400000000 }}` (gigabytes) or `${{ 10 ** 5000 }}` (a crash).
-    return Environment(undefined=StrictUndefined, autoescape=False, optimized=False)
+    environment = Environment(undefined=StrictUndefined, autoescape=False, optimized=False)
+    for name in ("center", "indent"):
+        environment.filters[name] = _width_checked(environment.filters[name], name)
+    return environment
+
+
+def _width_checked(original: Any, name: str) -> Any:
+    """A filter whose width argument is refused when it would pad past MAX_PRODUCT_LENGTH."""
+
+    def checked(value: Any, *args: Any, **kwargs: Any) -> Any:
+        width = args[0] if args else kwargs.get("width")
+        if isinstance(width, int) and width > MAX_PRODUCT_LENGTH:
+            limit = MAX_PRODUCT_LENGTH
+            raise TemplateError(f"`{name}` width {width} is too large (at most {limit})")
+        return original(value, *args, **kwargs)
+
+    return checked
+
+
+#: The most characters (or items) `*` may produce, and the most bits `**` may produce.
+MAX_PRODUCT_LENGTH = 10_000_000
+MAX_POWER_BITS = 100_000
+
+
+def _binop_too_large(operator: str, left: Any, right: Any) -> str | None:
+    """Why `left operator right` would be too large to compute, or None; checked before computing
+    because the allocation (or the big-number arithmetic) itself is the harm."""
+    if operator == "*":
+        for seq, count in ((left, right), (right, left)):
+            sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
+            if sized and len(seq) * count > MAX_PRODUCT_LENGTH:
+                return (
+                    f"`*` would make a value of {len(seq) * count} items "
+                    f"(at most {MAX_PRODUCT_LENGTH})"
+                )
+        return None
+    if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+        bits = right * (abs(left).bit_length() - 1)
+        if bits > MAX_POWER_BITS:
+            return f"`**` would make a number of at least {bits} bits (at most {MAX_POWER_BITS})"
+    return None
 
 
 #: Said when jinja's recursive parser or Python's compiler gives up on a deeply nested expression.

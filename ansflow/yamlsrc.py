@@ -56,6 +56,9 @@ class Document:
     key_marks: dict[Path, Mark] = field(default_factory=dict)
     #: Scalar styles ('|', '>', '"', "'", or None for plain), to find positions inside strings.
     styles: dict[Path, str | None] = field(default_factory=dict)
+    #: Problems that left the data readable (a duplicate key keeps its first value), kept when
+    #: `parse(..., keep_going=True)` so that later checks can report theirs at the same time.
+    problems: list[Problem] = field(default_factory=list)
 
 
 #: What YAML counts as a line break (so our line numbers agree with the parser's marks).
@@ -179,8 +182,12 @@ def _problem_from(exc: yaml.MarkedYAMLError) -> Problem:
     return Problem(mark.line + 1, mark.column + 1, message)
 
 
-def parse(text: str) -> Document:
-    """Compose and build one YAML document; raises YamlError with located problems."""
+def parse(text: str, keep_going: bool = False) -> Document:
+    """Compose and build one YAML document; raises YamlError with located problems.
+
+    With `keep_going`, problems after which the data is still whole (duplicate keys, tags, a
+    recursive alias) are returned in `Document.problems` instead of raised.
+    """
     loader: _Loader | None = None
     try:
         loader = _Loader(text)
@@ -202,8 +209,9 @@ def parse(text: str) -> Document:
         return doc
     builder = _Builder(doc)
     doc.data = builder.build(node, ())
-    if builder.problems:
+    if builder.problems and not keep_going:
         raise YamlError(builder.problems)
+    doc.problems = builder.problems
     return doc
 
 

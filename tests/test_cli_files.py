@@ -64,6 +64,17 @@ def test_validate_examples(path: Path) -> None:
     assert result.stdout.startswith(f"examples/{path.name}: ok (")
 
 
+def test_the_release_example_uses_every_step_type_and_target_kind() -> None:
+    """Issue 2 asks release.yml to show every step type of SPEC's table, `custom` included."""
+    from ansflow.model import STEP_TYPE_NAMES
+
+    data = load_plain((ROOT / "examples" / "release.yml").read_text(encoding="utf-8"))
+    steps = [m for e in data["steps"] for m in e.get("parallel", [e])]
+    assert {s.get("type", "shell") for s in steps} | {"shell"} >= set(STEP_TYPE_NAMES)
+    assert "custom" in {s.get("type") for s in steps}
+    assert {t["type"] for t in data["targets"].values()} == {"ssh", "jenkins"}
+
+
 def test_validate_reports_counts() -> None:
     result = run_cli("validate", "examples/fanout.yml")
     assert result.stdout == "examples/fanout.yml: ok (fanout: 7 steps, 10 instances)\n"

@@ -1,5 +1,5 @@
 """Every kind of bad pipeline file, through the CLI: exit 2, `FILE:LINE:COL: message`, the offending
-line under it, every error of a stage at once, and never a traceback.
+line under it, every error of the file at once, and never a traceback.
 
 The files are `tests/golden/bad/*.yml`; the exact stderr of `ansflow validate` for each is kept
 next to it as `*.err` (rewrite them with UPDATE_GOLDEN=1 and review the diff). Inputs that are best
@@ -79,6 +79,19 @@ EXPECTED: dict[str, list[tuple[int, str]]] = {
         (5, "`vars.nope` is not a declared var"),
         (7, "`matrix.mode` is used but step has no `matrix`"),
         (9, "field `when`: template syntax error"),
+    ],
+    "every_stage": [
+        (3, "step 'build', field `run`: `vars.version` is not a declared var"),
+        (4, "step 'build': `retries`: Input should be a valid integer"),
+        (5, "step 'test': missing required field 'run'"),
+        (6, "step 'test': unknown field 'tpye' (did you mean 'type'?)"),
+        (7, "step 'test' needs unknown step 'lint'"),
+        (9, "step 'deploy', field `run`: `steps.tset` names no step"),
+    ],
+    "fixed_fields": [
+        (3, "`defaults.workdir` cannot use `${{ }}`: defaults are read as written"),
+        (5, "`env` name '${{ vars.name }}' cannot use `${{ }}`"),
+        (9, "`targets.web.hosts` cannot use `${{ }}`: hosts decide the step instances"),
     ],
 }
 
@@ -304,7 +317,7 @@ def test_on_as_a_key_is_not_a_boolean() -> None:
     assert loaded.pipeline.steps[0].on == "local"  # type: ignore[union-attr]
 
 
-def test_stages_stop_at_the_first_failing_one() -> None:
+def test_schema_graph_and_template_errors_are_reported_at_once() -> None:
     found = errors(
         """
         steps:
@@ -316,7 +329,76 @@ def test_stages_stop_at_the_first_failing_one() -> None:
             run: x
         """
     )
-    assert [(d.line, "retries" in d.message) for d in found] == [(4, True)]
+    assert [d.line for d in found] == [3, 4, 6]
+    assert "vars.nope" in found[0].message
+    assert "retries" in found[1].message
+    assert "zzz" in found[2].message
+
+
+def test_a_refused_step_still_counts_in_the_graph() -> None:
+    """The stub keeps the step's id and needs: no "unknown needs" echo, but a real cycle shows."""
+    found = errors(
+        """
+        steps:
+          - id: a
+            type: tset
+            needs: [b]
+          - parallel:
+              - {id: b, needs: [a], run: x, timeout: soon}
+              - {id: c, run: "echo ${{ steps.a.status }}"}
+          - id: d
+            needs: [a, c]
+            run: echo ${{ vars.missing }}
+        """
+    )
+    assert [d.line for d in found] == [3, 4, 6, 10]
+    assert "unknown step type 'tset'" in found[0].message
+    assert "cycle: a -> b -> a" in found[1].message
+    assert "timeout" in found[2].message
+    assert "vars.missing" in found[3].message
+    assert not any("unknown" in d.message and "needs" in d.message for d in found)
+
+
+def test_duplicate_keys_are_reported_with_the_other_errors() -> None:
+    found = errors(
+        """
+        steps:
+          - id: a
+            run: x
+            run: y
+            retries: -1
+        """
+    )
+    assert [d.line for d in found] == [4, 5]
+    assert "duplicate key 'run'" in found[0].message
+
+
+def test_a_refused_id_ends_the_checks_at_the_schema() -> None:
+    """Without its id a step cannot stand in the graph; `needs: [a b]` elsewhere is not echoed."""
+    found = errors(
+        """
+        steps:
+          - id: a b
+            run: x
+          - id: c
+            needs: [a b]
+            run: echo ${{ vars.nope }}
+        """
+    )
+    assert [d.line for d in found] == [2]
+
+
+def test_refused_vars_skip_the_template_checks_only() -> None:
+    found = errors(
+        """
+        vars: [not, a, mapping]
+        steps:
+          - id: a
+            needs: [nope]
+            run: echo ${{ vars.x }}
+        """
+    )
+    assert [d.line for d in found] == [1, 4]
 
 
 def test_graph_and_target_problems_are_reported_together() -> None:

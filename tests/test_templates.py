@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -240,6 +241,30 @@ def test_evaluate_turns_any_failure_into_a_template_error() -> None:
         evaluate("vars.n +", CONTEXT)
     with pytest.raises(TemplateError, match="cannot evaluate"):
         evaluate("vars.branch + 1", CONTEXT)
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        ('"a" * 400000000', "`*` would make"),
+        ("400000000 * [1]", "`*` would make"),
+        ("10 ** 100000", "`**` would make"),
+        ('"a" | center(300000000)', "`center` width"),
+        ('"a" | indent(width=300000000)', "`indent` width"),
+    ],
+)
+def test_values_too_large_to_build_are_refused_before_building(expression: str, words: str) -> None:
+    """At run time these would take gigabytes (or minutes of big-number arithmetic) first."""
+    with pytest.raises(TemplateError, match=re.escape(words)):
+        evaluate(expression, CONTEXT)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [('"ab" * 3', "ababab"), ("[0] * 2", [0, 0]), ("2 ** 10", 1024), ('"a" | center(3)', " a ")],
+)
+def test_ordinary_products_and_padding_still_work(expression: str, expected: object) -> None:
+    assert evaluate(expression, CONTEXT) == expected
 
 
 def test_references_lists_dotted_names() -> None:
