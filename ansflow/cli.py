@@ -266,6 +266,9 @@ def runs(
     db: DbOption = None,
 ) -> None:
     """List recent runs: id, pipeline, status, start, duration, trigger."""
+    from ansflow.control import check_run_status
+
+    check_run_status(status)
     store = _reader(db)
     try:
         rows = store.runs(pipeline=pipeline, status=status, limit=limit)

@@ -20,6 +20,8 @@ from ansflow.events import parse_iso
 from ansflow.state import StateStore, elapsed, resolve_db_path
 
 FOLLOW_POLL_S = 0.2
+#: Run states of SPEC section 3, for `ansflow runs --status`.
+RUN_STATES = ("running", "success", "failed", "cancelled", "interrupted", "waiting")
 
 
 def open_for_reading(db: Path | None) -> StateStore:
@@ -47,8 +49,20 @@ def _is_corrupt(path: Path) -> bool:
         return False
 
 
-def open_for_writing(db: Path | None) -> StateStore:
-    return StateStore.open(resolve_db_path(db))
+def open_for_writing(db: Path | None, recover: bool = True) -> StateStore:
+    """For commands that change existing runs (cancel, approve, reject, repair).
+
+    They never create anything: with no database there is no run to change, so a missing file is
+    read as an empty store and a missing folder is bad input (a mistyped `--db`), unlike
+    `ansflow run`, which creates both.
+    """
+    path = resolve_db_path(db)
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise StorageError(f"cannot use state database {path}: the folder {path.parent} {what}")
+    if not path.exists():
+        return StateStore.open(path, readonly=True)
+    return StateStore.open(path, recover=recover)
 
 
 def _public_run(run: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +80,14 @@ def _public_run(run: dict[str, Any]) -> dict[str, Any]:
         "file": run["file"],
         "exit_code": run["exit_code"],
     }
+
+
+def check_run_status(status: str | None) -> None:
+    """`--status` must name a run state: a typo would otherwise list nothing and exit 0."""
+    if status is not None and status not in RUN_STATES:
+        raise UsageError(
+            f"--status {status!r}: not a run state; choose one of {', '.join(RUN_STATES)}"
+        )
 
 
 def runs_json(rows: list[dict[str, Any]]) -> str:
@@ -267,7 +289,7 @@ def _reject_waiting(
 
 def repair(db: Path | None) -> list[dict[str, Any]]:
     """Close every run whose process is gone; returns what was closed."""
-    store = StateStore.open(resolve_db_path(db), recover=False)
+    store = open_for_writing(db, recover=False)
     try:
         return store.recover()
     finally:

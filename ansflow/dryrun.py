@@ -6,7 +6,6 @@ secrets are shown as ***.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ansflow import templates
@@ -16,8 +15,12 @@ from ansflow.executor import host_context
 SHOWN_FIELDS = ("run", "command", "repo", "ref", "dest", "job", "playbook", "webhook", "message")
 
 
-class Placeholder(Mapping[str, Any]):
-    """Any attribute path below it renders as `<steps.build.outputs.sha>`."""
+class Placeholder:
+    """Any attribute path below it renders as `<steps.build.outputs.sha>`.
+
+    Deliberately not a Mapping: templates turn a mapping into JSON text, so an empty one would
+    print as `{}` where the reader needs to see which value is only known at run time.
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -29,12 +32,6 @@ class Placeholder(Mapping[str, Any]):
         if key.startswith("__"):
             raise AttributeError(key)
         return Placeholder(f"{self._path}.{key}")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
     def __str__(self) -> str:
         return f"<{self._path}>"
@@ -75,6 +72,9 @@ def dry_run_text(prepared: Any) -> str:
                 text = templates.render_text(data[field], context)
             except templates.TemplateError as exc:
                 text = f"(cannot render: {exc.message})"
+            except TypeError:
+                # NOTE: a placeholder inside a list or mapping cannot become JSON text.
+                text = "(known only when running: a run-time value inside a list or mapping)"
             lines.append(f"  {field}:")
             lines.extend(f"    {line}" for line in text.splitlines() or [""])
     return prepared.masker("\n".join(lines) + "\n")

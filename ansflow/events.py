@@ -116,6 +116,10 @@ class StepState(Event):
     status: str
     attempt: int = 0
     error: str | None = None
+    #: With `retrying`: how the attempt that just ended went (`failed`, `timed_out`), and its
+    #: command's exit status, so that the attempt is stored with its own outcome.
+    attempt_status: str | None = None
+    exit_code: int | None = None
 
     name = "step_state"
 

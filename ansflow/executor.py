@@ -203,6 +203,9 @@ class Executor:
         self.pipeline = plan.pipeline
         self.defaults = plan.pipeline.defaults
         self.scope = CancelScope()
+        #: Parent of the steps started after a cancel (`always()`, `cancelled()`): the first cancel
+        #: must not stop them, only a forced one (a second SIGINT) does.
+        self.cleanup_scope = CancelScope()
         self.events: queue.Queue[Event | _NodeDone | _Decision] = queue.Queue(maxsize=10_000)
         self.units: dict[str, list[Unit]] = {}
         self.running: dict[str, Any] = {}
@@ -238,6 +241,7 @@ class Executor:
         """Stop the run: running steps are killed, nothing new starts. Safe from signal handlers."""
         if self.stopping == "cancel":
             self.forced = True
+            self.cleanup_scope.cancel(CANCEL)
         self.stopping = "cancel"
         self.scope.cancel(CANCEL)
 
@@ -278,7 +282,7 @@ class Executor:
         for node in self.plan.nodes:
             if node.id in self.deselected:
                 for unit in self.units[node.id]:
-                    self._finish(unit, "skipped", error=self._deselected_reason())
+                    self._finish(unit, "skipped", error=self._deselected_reason(), started=False)
                 self._node_finished(node.id)
             elif all(u.status in END_STATES for u in self.units[node.id]):
                 self._node_finished(node.id)
@@ -346,9 +350,11 @@ class Executor:
             if any(u.status == "waiting" for u in self.units[node_id]):
                 continue
             pending = [u for u in self.units[node_id] if u.status not in END_STATES]
-            if self.stopping:
+            if self.stopping and not self._runs_after_cancel(node):
                 for unit in pending:
-                    self._finish(unit, "cancelled", error="not started: the run was stopped")
+                    self._finish(
+                        unit, "cancelled", error="not started: the run was stopped", started=False
+                    )
                 self._node_finished(node_id)
                 continue
             to_run = self.decided.get(node_id)
@@ -366,9 +372,30 @@ class Executor:
                 deferred.append((position, node_id))
                 break
             snapshot = self._context_for(node)
-            self.running[node_id] = self.pool.submit(self._work, node, to_run, snapshot)
+            parent = self.cleanup_scope if self.stopping else self.scope
+            self.running[node_id] = self.pool.submit(self._work, node, to_run, snapshot, parent)
         for item in deferred:
             heapq.heappush(self.ready, item)
+
+    def _runs_after_cancel(self, node: StepNode) -> bool:
+        """Whether a step not yet started still gets its `when` decided after a cancel.
+
+        As in GitHub Actions, a `when` that calls `always()` or `cancelled()` asks to run after a
+        cancel (cleanup, notifications); every other step is cancelled. A forced stop (a second
+        SIGINT) and `--fail-fast` (which cancels everything after the first failure, and whose run
+        ends `failed`, so `cancelled()` stays false there) run nothing more. Approval gates are
+        never asked for during a cancel.
+        """
+        if self.stopping != "cancel" or self.forced or get_step_type(node.kind).is_gate:
+            return False
+        try:
+            source = templates.condition_source(node.step.when)
+            if source is None:
+                return False
+            refs = templates.references(source)
+        except templates.TemplateError:
+            return False
+        return any(ref.chain in (("always",), ("cancelled",)) for ref in refs)
 
     def _pump(self, timeout: float) -> None:
         try:
@@ -419,7 +446,12 @@ class Executor:
             for units in self.units.values():
                 for unit in units:
                     if unit.status not in END_STATES and record:
-                        self._finish(unit, "cancelled", error="stopped by a second interrupt")
+                        self._finish(
+                            unit,
+                            "cancelled",
+                            error="stopped by a second interrupt",
+                            started=unit.status != "pending",
+                        )
 
     def _flush_logs(self) -> None:
         if self.log_buffer:
@@ -470,8 +502,14 @@ class Executor:
                 return unit
         raise KeyError((step, host))
 
-    def _finish(self, unit: Unit, status: str, error: str | None = None) -> None:
-        """Record a final state decided by the scheduler (skips, cancels, gates)."""
+    def _finish(
+        self, unit: Unit, status: str, error: str | None = None, *, started: bool = True
+    ) -> None:
+        """Record a final state decided by the scheduler (skips, cancels, gates).
+
+        `started=False` for a unit that never ran in this run: attempt 0 tells the store so, and
+        it keeps no start time or duration (a resumed unit keeps its attempt count all the same).
+        """
         unit.status = status
         unit.error = error
         self._emit(
@@ -480,7 +518,7 @@ class Executor:
                 step=unit.node.id,
                 host=unit.host_name,
                 status=status,
-                attempt=unit.attempts,
+                attempt=unit.attempts if started else 0,
                 error=error,
             )
         )
@@ -574,14 +612,14 @@ class Executor:
             source = templates.condition_source(when)
         except templates.TemplateError as exc:
             for unit in pending:
-                self._finish(unit, "failed", error=f"`when`: {exc.message}")
+                self._finish(unit, "failed", error=f"`when`: {exc.message}", started=False)
             return []
         decides_itself = source is not None and templates.calls_condition_function(source)
         if isinstance(when, bool) and not when:
             ok, reason = False, "`when` is false"
         if not decides_itself and not ok:
             for unit in pending:
-                self._finish(unit, "skipped", error=reason)
+                self._finish(unit, "skipped", error=reason, started=False)
             return []
         if source is None:
             return pending
@@ -592,12 +630,19 @@ class Executor:
             try:
                 value = templates.evaluate(source, context)
             except templates.TemplateError as exc:
-                self._finish(unit, "failed", error=f"step {node.id!r}, field `when`: {exc.message}")
+                self._finish(
+                    unit,
+                    "failed",
+                    error=f"step {node.id!r}, field `when`: {exc.message}",
+                    started=False,
+                )
                 continue
             if value:
                 chosen.append(unit)
             else:
-                self._finish(unit, "skipped", error=f"`when` is false ({source.strip()})")
+                self._finish(
+                    unit, "skipped", error=f"`when` is false ({source.strip()})", started=False
+                )
         return chosen
 
     # --- template contexts -----------------------------------------------------------------------
@@ -638,7 +683,11 @@ class Executor:
 
     # --- workers ---------------------------------------------------------------------------------
 
-    def _work(self, node: StepNode, units: list[Unit], context: dict[str, Any]) -> None:
+    def _work(
+        self, node: StepNode, units: list[Unit], context: dict[str, Any], parent: CancelScope
+    ) -> None:
+        """Run a node's units (hosts in batches) under `parent`: the run's scope, or the cleanup
+        scope for a step started after a cancel."""
         try:
             serial = node.step.serial
             forks = max(1, self.setup.places.forks(node))
@@ -654,10 +703,12 @@ class Executor:
                         )
                     continue
                 if len(batch) == 1:
-                    results = [self._run_unit(node, batch[0], context)]
+                    results = [self._run_unit(node, batch[0], context, parent)]
                 else:
                     with ThreadPoolExecutor(min(forks, len(batch))) as pool:
-                        results = list(pool.map(lambda u: self._run_unit(node, u, context), batch))
+                        results = list(
+                            pool.map(lambda u: self._run_unit(node, u, context, parent), batch)
+                        )
                 failed_before = bool(serial) and any(r in BAD for r in results)
         except BaseException as exc:
             for unit in units:
@@ -684,22 +735,28 @@ class Executor:
         timeout = step.timeout if step.timeout is not None else self.defaults.timeout
         return retries, delay, timeout
 
-    def _run_unit(self, node: StepNode, unit: Unit, context: dict[str, Any]) -> str:
+    def _run_unit(
+        self, node: StepNode, unit: Unit, context: dict[str, Any], parent: CancelScope
+    ) -> str:
         """All attempts of one unit; returns its final status."""
         retries, delay, timeout = self._settings(node.step)
         first = unit.attempts + 1
         total = retries + 1
         for index in range(total):
             attempt = first + index
-            if self.scope.cancelled:
+            if parent.cancelled:
+                # NOTE: attempt 0 when nothing ran in this run, so no start time is recorded.
                 self._send_finished(
-                    unit, "cancelled", attempt=attempt - 1, error="not started: the run was stopped"
+                    unit,
+                    "cancelled",
+                    attempt=attempt - 1 if index else 0,
+                    error="not started: the run was stopped",
                 )
                 return "cancelled"
             self.events.put(
                 StepStarted(self.run_id, step=node.id, host=unit.host_name, attempt=attempt)
             )
-            scope = CancelScope(self.scope)
+            scope = CancelScope(parent)
             timer = scope.start_timer(timeout)
             started = time.monotonic()
             retryable = True
@@ -725,7 +782,7 @@ class Executor:
                 status, error = "cancelled", "cancelled while running"
             duration = time.monotonic() - started
             last = index == total - 1
-            if status in BAD and not last and retryable and not self.scope.cancelled:
+            if status in BAD and not last and retryable and not parent.cancelled:
                 wait = delay * (2**index)
                 self.events.put(
                     StepState(
@@ -735,9 +792,11 @@ class Executor:
                         status="retrying",
                         attempt=attempt,
                         error=f"{error}; attempt {attempt + 1} in {format_duration(wait)}",
+                        attempt_status=status,
+                        exit_code=result.exit_code,
                     )
                 )
-                if self.scope.wait(wait):
+                if parent.wait(wait):
                     self._send_finished(
                         unit, "cancelled", attempt=attempt, error="cancelled while waiting to retry"
                     )
@@ -1034,7 +1093,12 @@ class Executor:
                 for unit in units:
                     if unit.status not in END_STATES:
                         end = "cancelled" if status == "cancelled" else "skipped"
-                        self._finish(unit, end, error="not run: the run ended before it")
+                        self._finish(
+                            unit,
+                            end,
+                            error="not run: the run ended before it",
+                            started=unit.status != "pending",
+                        )
         counts: dict[str, int] = {}
         for units in self.units.values():
             for unit in units:

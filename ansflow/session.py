@@ -135,6 +135,8 @@ def prepare(loaded: LoadedPipeline, options: RunOptions) -> Prepared:
             f"--from {options.from_step}: no step {options.from_step!r} in {loaded.path}"
             + _hint(options.from_step, plan)
         )
+    if options.junit:
+        check_report_path(Path(options.junit))
     pipeline = loaded.pipeline
     for target in [options.remote] if options.remote else []:
         if target not in pipeline.targets or pipeline.targets[target].type != "jenkins":
@@ -184,6 +186,28 @@ def prepare(loaded: LoadedPipeline, options: RunOptions) -> Prepared:
 
         preflight(prepared)
     return prepared
+
+
+def check_report_path(path: Path) -> None:
+    """`--junit FILE` must be writable before anything runs: the report is written at the end,
+    and finding out then would turn the run's own exit status into 2 after all its work.
+
+    Nothing is created here; missing folders are made when the report is written, so what is
+    checked is the nearest folder that exists.
+    """
+    if path.is_dir():
+        raise UsageError(f"--junit {path}: is a folder, not a file")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"--junit {path}: cannot write it (permission denied)")
+        return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"--junit {path}: cannot create it ({folder} is not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--junit {path}: cannot create it (no permission to write in {folder})")
 
 
 def _hint(name: str, plan: Plan) -> str:

@@ -370,11 +370,16 @@ class StateStore:
         self._many(statements)
 
     def reset_units(self, run_id: int, keys: Iterable[tuple[str, str]]) -> None:
-        """Put units that will run again back to `pending` (their attempts stay counted)."""
+        """Put units that will run again back to `pending` (their attempts stay counted).
+
+        The start time goes too: a unit that then never starts must not keep the earlier run's
+        start (and a duration spanning the pause); earlier attempts keep theirs in `attempts`.
+        """
         self._many(
             (
-                "UPDATE steps SET status = 'pending', finished_at = NULL, duration = NULL,"
-                " exit_code = NULL, error = NULL WHERE run_id = ? AND step = ? AND host = ?",
+                "UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL,"
+                " duration = NULL, exit_code = NULL, error = NULL"
+                " WHERE run_id = ? AND step = ? AND host = ?",
                 (run_id, step, host),
             )
             for step, host in keys
@@ -423,20 +428,23 @@ class StateStore:
                         event.step,
                         event.host,
                         event.attempt,
-                        "failed",
+                        event.attempt_status or "failed",
                         ts,
-                        None,
+                        event.exit_code,
                         event.error,
                     )
                 )
             self._many(statements)
         elif isinstance(event, StepFinished):
+            # NOTE: attempt 0 means the unit never started (skipped, cancelled before it ran):
+            # no start time and no duration, rather than a made-up 0 s.
             statements = [
                 (
                     "UPDATE steps SET status = ?, finished_at = ?, exit_code = ?, error = ?,"
                     " outputs = ?, details = ?, attempts = MAX(attempts, ?),"
                     " started_at = COALESCE(started_at, CASE WHEN ? > 0 THEN ? END),"
-                    " duration = (julianday(?) - julianday(COALESCE(started_at, ?))) * 86400.0"
+                    " duration = (julianday(?) - julianday(COALESCE(started_at,"
+                    " CASE WHEN ? > 0 THEN ? END))) * 86400.0"
                     " WHERE run_id = ? AND step = ? AND host = ?",
                     (
                         event.status,
@@ -449,6 +457,7 @@ class StateStore:
                         event.attempt,
                         ts,
                         ts,
+                        event.attempt,
                         ts,
                         event.run_id,
                         event.step,
@@ -471,10 +480,14 @@ class StateStore:
                 )
             self._many(statements)
         elif isinstance(event, RunFinished):
+            # NOTE: a run left `waiting` has not ended (SPEC section 3): no end time, no duration.
+            ended = event.status not in ("running", "waiting")
             self._write(
-                "UPDATE runs SET status = ?, finished_at = ?, exit_code = ?,"
-                " duration = (julianday(?) - julianday(started_at)) * 86400.0 WHERE id = ?",
-                (event.status, ts, event.exit_code, ts, event.run_id),
+                "UPDATE runs SET status = ?, exit_code = ?,"
+                " finished_at = CASE WHEN ? THEN ? END,"
+                " duration = CASE WHEN ? THEN (julianday(?) - julianday(started_at)) * 86400.0 END"
+                " WHERE id = ?",
+                (event.status, event.exit_code, ended, ts, ended, ts, event.run_id),
             )
 
     @staticmethod
@@ -488,10 +501,12 @@ class StateStore:
         exit_code: int | None,
         error: str | None,
     ) -> tuple[str, Sequence[Any]]:
+        # NOTE: only a running attempt is closed: one already closed by `retrying` keeps its own
+        # outcome when the unit is later cancelled while waiting for the next attempt.
         return (
             "UPDATE attempts SET status = ?, finished_at = ?, exit_code = ?, error = ?,"
             " duration = (julianday(?) - julianday(started_at)) * 86400.0"
-            " WHERE run_id = ? AND step = ? AND host = ? AND attempt = ?",
+            " WHERE run_id = ? AND step = ? AND host = ? AND attempt = ? AND status = 'running'",
             (status, ts, exit_code, error, ts, run_id, step, host, attempt),
         )
 
