@@ -21,7 +21,7 @@ import re
 import shlex
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -100,28 +100,44 @@ class Inventory:
         A literal (`user@host:port`, `host:port`, a dotted name or an IP address) need not be in
         the inventory; a bare name must be, unless there is no inventory at all (then it is a host
         name, perhaps an ssh_config alias). A literal that names an inventory host keeps that
-        host's variables and takes the user and port written.
+        host's variables and takes the user and port written, also when a group or the bare
+        name lists the host too.
         """
         chosen: dict[str, Host] = {}
+        #: The user written in a `user@host` entry, per host name: it wins over the inventory's
+        #: (and, later, ssh_config's and the target's), wherever the entry is in the list.
+        written_users: dict[str, str] = {}
         for pattern in patterns:
-            for host in self._resolve_one(pattern):
-                chosen.setdefault(host.name, host)
+            for host, written in self._resolve_one(pattern):
+                kept = chosen.setdefault(host.name, host)
+                if not written or host.user is None:
+                    continue
+                earlier = written_users.setdefault(host.name, host.user)
+                if earlier != host.user:
+                    raise InventoryError(
+                        f"host {host.name!r} is listed with two users, {earlier!r} and "
+                        f"{host.user!r}; one host is logged into as one user per target",
+                        self.source,
+                    )
+                if kept.user != host.user:
+                    chosen[host.name] = replace(kept, user=host.user)
         for host in chosen.values():
             _check_safe(host, self.source)
         return list(chosen.values())
 
-    def _resolve_one(self, pattern: str) -> list[Host]:
+    def _resolve_one(self, pattern: str) -> list[tuple[Host, bool]]:
+        """The hosts a pattern names, each with whether its user and port were written in it."""
         pattern = pattern.strip()
         if not pattern:
             raise InventoryError("empty host name in the target's hosts", self.source)
         if pattern in self.groups:
-            return [self.hosts[name] for name in self.groups[pattern]]
+            return [(self.hosts[name], False) for name in self.groups[pattern]]
         if pattern in self.hosts:
-            return [self.hosts[pattern]]
+            return [(self.hosts[pattern], False)]
         literal = parse_host_literal(pattern)
         if literal is None:
             if self.source is None:
-                return [Host(name=pattern, address=pattern)]
+                return [(Host(name=pattern, address=pattern), False)]
             known = [*self.groups, *self.hosts]
             near = difflib.get_close_matches(pattern, known, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(near)}?" if near else ""
@@ -132,17 +148,16 @@ class Inventory:
         name = address if port is None else format_host_port(address, port)
         base = self.hosts.get(address)
         if base is None:
-            return [Host(name=name, address=address, port=port, user=user)]
-        return [
-            Host(
-                name=name,
-                address=base.address,
-                port=port if port is not None else base.port,
-                user=user if user is not None else base.user,
-                vars=base.vars,
-                groups=base.groups,
-            )
-        ]
+            return [(Host(name=name, address=address, port=port, user=user), True)]
+        host = Host(
+            name=name,
+            address=base.address,
+            port=port if port is not None else base.port,
+            user=user if user is not None else base.user,
+            vars=base.vars,
+            groups=base.groups,
+        )
+        return [(host, user is not None)]
 
 
 #: What a host name, address or user may hold. OpenSSH refuses shell metacharacters in host names

@@ -111,12 +111,49 @@ class SSHTarget(Model):
     user: str | None = None
     port: Annotated[int, Strict(), Field(ge=1, le=65535)] | None = None
     identity_file: str | None = None
-    password: str | None = Field(default=None, description="a ${{ secrets.X }} reference")
+    password: str | None = Field(
+        default=None,
+        description="a ${{ secrets.X }} reference (a declared secret, so it is masked)",
+    )
     ssh_config: str | None = None
     known_hosts: Literal["strict", "accept-new", "off"] = "strict"
     known_hosts_file: str | None = None
     forks: PositiveInt = 10
     connect_timeout: Duration = 10.0
+    keepalive: Duration = Field(
+        default=15.0,
+        description=(
+            "how often to ask each host for a reply (as OpenSSH's ServerAliveInterval); a host "
+            "that answers none of 3 in a row is lost and its step fails; 0 turns this off"
+        ),
+    )
+
+    @field_validator("password")
+    @classmethod
+    def _password_is_a_secret(cls, value: str | None) -> str | None:
+        # NOTE: a literal password would be stored and printed as written: only declared
+        # secrets are masked (SPEC section 1, Secrets).
+        if value is None:
+            return None
+        text = value.strip()
+        inner = text[3:-2].strip() if text.startswith("${{") and text.endswith("}}") else ""
+        context, _, name = inner.partition(".")
+        if context != "secrets" or not (name.isascii() and name.isidentifier()):
+            # NOTE: the message says "got" itself so the loader does not repeat the value.
+            raise ValueError(
+                "must be a ${{ secrets.NAME }} reference; got a literal value, which would be "
+                "stored and shown unmasked: declare a secret (`secrets: [SSH_PASSWORD]`, its "
+                "value from the environment or --secrets-file) and write "
+                "`password: ${{ secrets.SSH_PASSWORD }}`"
+            )
+        return value
+
+    @field_validator("keepalive")
+    @classmethod
+    def _keepalive_whole_seconds(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("must be 0 (off) or at least 1s")
+        return value
 
 
 class JenkinsTarget(Model):

@@ -36,6 +36,34 @@ class TargetCheck:
     round_trip_ms: float | None = None
     #: Not checked: what to check is known only while the pipeline runs (`detail` says why).
     skipped: bool = False
+    #: What an SSH host row reports field by field (None for Jenkins rows).
+    ssh: SSHHostFields | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The row for `--json`: SSH host rows also carry their fields at the top level, so
+        scripts read `reachable` or `host_key` instead of parsing `detail`."""
+        row = asdict(self)
+        del row["ssh"]
+        if self.ssh is not None:
+            row.update(asdict(self.ssh))
+        return row
+
+
+@dataclass(frozen=True)
+class SSHHostFields:
+    """One SSH host as `targets check --json` reports it."""
+
+    host: str
+    address: str | None
+    port: int | None
+    user: str | None
+    reachable: bool
+    #: "known", "unknown" or "changed" against known_hosts; None when no key was seen.
+    host_key: str | None
+    #: The key the host presented: type and SHA256 fingerprint.
+    host_key_fingerprint: str | None
+    login: bool
+    rtt_ms: float | None
 
 
 def check_targets(file: Path, secrets_file: Path | None = None) -> list[TargetCheck]:
@@ -173,7 +201,9 @@ def _check_ssh(name: str, hosts: list[Any], settings: Any) -> list[TargetCheck]:
         parts = [
             f"{check.user}@{check.address}" if check.user else check.address,
             "reachable" if check.reachable else "unreachable",
-            "host key known" if check.host_key_known else "host key not known",
+            {"known": "host key known", "changed": "HOST KEY CHANGED"}.get(
+                check.host_key_status or "", "host key not known"
+            ),
             "login ok" if check.login else "login failed",
         ]
         if check.host_key:
@@ -186,6 +216,17 @@ def _check_ssh(name: str, hosts: list[Any], settings: Any) -> list[TargetCheck]:
             detail=", ".join(parts),
             error=check.error,
             round_trip_ms=check.round_trip_ms,
+            ssh=SSHHostFields(
+                host=check.host,
+                address=check.hostname,
+                port=check.port,
+                user=check.user,
+                reachable=check.reachable,
+                host_key=check.host_key_status,
+                host_key_fingerprint=check.host_key,
+                login=check.login,
+                rtt_ms=check.round_trip_ms,
+            ),
         )
 
     if not hosts:
@@ -217,4 +258,4 @@ def checks_text(results: list[TargetCheck]) -> str:
 
 
 def checks_json(results: list[TargetCheck]) -> str:
-    return json.dumps([asdict(r) for r in results], indent=2) + "\n"
+    return json.dumps([r.as_json() for r in results], indent=2) + "\n"

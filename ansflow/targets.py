@@ -179,4 +179,5 @@ def ssh_settings(
         known_hosts=spec.known_hosts,
         known_hosts_file=path(spec.known_hosts_file),
         connect_timeout=spec.connect_timeout,
+        keepalive=spec.keepalive,
     )

@@ -201,6 +201,12 @@ class SSHServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def remote_tmp(self) -> Path:
+        """The sessions' TMPDIR: what remote commands leave in temporary folders is this
+        server's alone, so a test can count it while other tests use /tmp."""
+        return self.directory / "tmp"
+
     def write_config(self) -> None:
         lines = [
             f"ListenAddress 127.0.0.1:{self.port}",
@@ -220,7 +226,7 @@ class SSHServer:
             "PrintMotd no",
             # NOTE: bash sources ~/.bashrc for sshd sessions only at shell level 1; a slow
             # .bashrc (pyenv init, nvm...) would otherwise add 100+ ms to every test command.
-            f"SetEnv {TOKEN_VAR}={self.token} SHLVL=1",
+            f"SetEnv {TOKEN_VAR}={self.token} SHLVL=1 TMPDIR={self.remote_tmp}",
             "Subsystem sftp internal-sftp",
         ]
         self.config_path.write_text("\n".join(lines) + "\n")
@@ -228,6 +234,7 @@ class SSHServer:
     def start(self) -> None:
         """Launch without waiting; `wait_ready` waits, so several servers start at once."""
         self.write_config()
+        self.remote_tmp.mkdir(mode=0o700, exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), TOKEN_VAR: self.token}
         stderr = (self.directory / "sshd.stderr").open("ab")
         try:

@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,9 @@ KILL_GRACE = 2.0
 CANCEL_GIVE_UP = 10.0
 #: Limit for small helper commands (mktemp, rm, glob) and SFTP calls.
 HELPER_TIMEOUT = 120.0
+#: A host that answers none of this many keepalives in a row is given up, as OpenSSH's
+#: ServerAliveCountMax: a frozen machine keeps its TCP connection, so only a reply proves it lives.
+KEEPALIVE_COUNT = 3
 GLOBAL_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
 
@@ -166,6 +170,11 @@ class HostCheck:
     login: bool
     round_trip_ms: float | None
     error: str | None
+    #: The address connected to, without the port (`address` is `hostname:port`, for messages).
+    hostname: str | None = None
+    port: int | None = None
+    #: "known", "unknown" or "changed" against known_hosts; None when no key was seen.
+    host_key_status: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -209,9 +218,12 @@ class _Endpoint:
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
 
+def _address(hostname: str, port: int) -> str:
+    return f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
+
+
 def _label(name: str, hostname: str, port: int) -> str:
-    address = f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
-    return f"{name} ({address})"
+    return f"{name} ({_address(hostname, port)})"
 
 
 def _load_ssh_config(settings: SSHSettings) -> paramiko.SSHConfig | None:
@@ -368,6 +380,9 @@ class _Connection:
         self.channels = threading.BoundedSemaphore(MAX_CHANNELS)
         self._sftp: paramiko.SFTPClient | None = None
         self.sftp_lock = threading.Lock()
+        self._closing = threading.Event()
+        #: Set when the host stopped answering keepalives: why the connection was closed.
+        self.silence: str | None = None
 
     @property
     def label(self) -> str:
@@ -404,7 +419,54 @@ class _Connection:
             ) from None
 
     def lost(self, doing: str = "") -> SSHError:
-        return SSHError(f"connection to host {self.label} lost{doing}", self.endpoint.name, "lost")
+        why = f": {self.silence}" if self.silence else ""
+        return SSHError(
+            f"connection to host {self.label} lost{doing}{why}", self.endpoint.name, "lost"
+        )
+
+    def start_keepalive(
+        self, interval: float, on_silence: Callable[[_Connection], None] | None = None
+    ) -> None:
+        """Ask the host for a reply every `interval` seconds; close the connection (and call
+        `on_silence`) when KEEPALIVE_COUNT intervals pass without one.
+
+        paramiko's own keepalive wants no reply, and the kernel of a frozen host still
+        acknowledges TCP data, so without a reply a step on such a host would wait forever.
+        """
+        if interval <= 0:
+            return
+        threading.Thread(
+            target=self._keepalive,
+            args=(interval, on_silence),
+            name=f"ansflow-ssh-keepalive-{self.endpoint.name}",
+            daemon=True,
+        ).start()
+
+    def _keepalive(self, interval: float, on_silence: Callable[[_Connection], None] | None) -> None:
+        limit = interval * KEEPALIVE_COUNT
+        while not self._closing.wait(interval):
+            if not self.alive():
+                return
+            answered = threading.Event()
+            threading.Thread(
+                target=self._ask, args=(answered,), name="ansflow-ssh-keepalive-probe", daemon=True
+            ).start()
+            if answered.wait(limit) or self._closing.is_set():
+                continue
+            self.silence = f"no answer to keepalives for {limit:g}s"
+            if on_silence is not None:
+                on_silence(self)
+            self.close()
+            return
+
+    def _ask(self, answered: threading.Event) -> None:
+        """One keepalive; returns when the host replied or the connection closed."""
+        # NOTE: OpenSSH answers an unknown global request that wants a reply with
+        # REQUEST_FAILURE, which is all this needs: any reply proves the host still runs. The
+        # call waits without a limit, but returns once the transport is closed.
+        with suppress(Exception):
+            self.transport.global_request("keepalive@openssh.com", wait=True)
+        answered.set()
 
     def sftp(self) -> paramiko.SFTPClient:
         """The connection's SFTP session; the caller holds `sftp_lock`."""
@@ -427,6 +489,7 @@ class _Connection:
         return self._sftp
 
     def close(self) -> None:
+        self._closing.set()
         with suppress(Exception):
             if self._sftp is not None:
                 self._sftp.close()
@@ -465,6 +528,11 @@ class SSHPool:
         self._config_loaded = False
         self._config: paramiko.SSHConfig | None = None
         self._closed = False
+        #: Hosts whose last connection was dropped because they stopped answering.
+        self._silent: set[str] = set()
+        #: Temporary folders per host that could not be removed when their step ended; the next
+        #: connection to the host removes them.
+        self._leftovers: dict[str, list[str]] = {}
 
     def __enter__(self) -> SSHPool:
         return self
@@ -502,6 +570,26 @@ class SSHPool:
             if self._connections.get(host.name) is conn:
                 del self._connections[host.name]
         conn.close()
+
+    def give_up(self, host: Host, conn: _Connection) -> None:
+        """Drop the connection of a host that stopped answering: until a new connection
+        succeeds, cleanups on it are left for later instead of waiting on it again."""
+        with self._lock:
+            self._silent.add(host.name)
+        self.discard(host, conn)
+
+    def silent(self, host: Host) -> bool:
+        """Whether the host was given up on and has no live connection since."""
+        with self._lock:
+            conn = self._connections.get(host.name)
+            return host.name in self._silent and (conn is None or not conn.alive())
+
+    def leave_for_later(self, host: Host, path: str) -> None:
+        """Remember a temporary folder to remove when the host is next connected to."""
+        with self._lock:
+            paths = self._leftovers.setdefault(host.name, [])
+            if path not in paths:
+                paths.append(path)
 
     # -- resolving ---------------------------------------------------------------------------
 
@@ -595,10 +683,27 @@ class SSHPool:
                 conn.close()
             endpoint = self.endpoint(host)
             self._check_hops(endpoint)
-            conn = self._open(endpoint, progress or _Progress(), depth=0)
+            conn = self._open(endpoint, progress or _Progress(), depth=0, host=host)
             with self._lock:
                 self._connections[host.name] = conn
-            return conn, True
+                self._silent.discard(host.name)
+                leftovers = self._leftovers.pop(host.name, [])
+        if leftovers:
+            self._remove_leftovers(host, leftovers)
+        return conn, True
+
+    def _remove_leftovers(self, host: Host, paths: list[str]) -> None:
+        """Remove what earlier attempts on this host left when their connection went (their
+        `$ANSFLOW_OUTPUT` and scripts, which may hold secrets), before anything else runs."""
+        try:
+            status, _, _ = self.runner(host)._capture(
+                ["rm", "-rf", "--", *paths], "removing folders of an earlier attempt"
+            )
+        except SSHError:
+            status = -1
+        if status != 0:
+            for path in paths:
+                self.leave_for_later(host, path)
 
     def _check_hops(self, endpoint: _Endpoint) -> None:
         """Refuse a ProxyJump loop before connecting: two targets whose jump hosts lead to each
@@ -658,7 +763,9 @@ class SSHPool:
                 self._connections[key] = conn
             return conn
 
-    def _open(self, endpoint: _Endpoint, progress: _Progress, depth: int) -> _Connection:
+    def _open(
+        self, endpoint: _Endpoint, progress: _Progress, depth: int, host: Host | None = None
+    ) -> _Connection:
         timeout = self.settings.connect_timeout
         jump = None
         sock: Any
@@ -698,7 +805,18 @@ class SSHPool:
             raise
         with self._lock:
             self._opened += 1
-        return _Connection(endpoint, transport, jump)
+        conn = _Connection(endpoint, transport, jump)
+        # A jump host going silent cuts off its targets, whose own keepalives then say so.
+        conn.start_keepalive(
+            self.settings.keepalive, None if host is None else partial(self._went_silent, host)
+        )
+        return conn
+
+    def _went_silent(self, host: Host, conn: _Connection) -> None:
+        """A host's keepalives went unanswered: its cleanups wait for the next connection."""
+        with self._lock:
+            if self._connections.get(host.name) is conn:
+                self._silent.add(host.name)
 
     def _socket(self, endpoint: _Endpoint) -> socket.socket:
         timeout = self.settings.connect_timeout
@@ -767,8 +885,6 @@ class SSHPool:
             progress.host_key = describe_key(key)
             self._check_host_key(endpoint, key, recorded, known, progress)
             _authenticate(transport, endpoint, self.settings)
-            if self.settings.keepalive > 0:
-                transport.set_keepalive(max(1, round(self.settings.keepalive)))
         except SSHError:
             transport.close()
             raise
@@ -1297,7 +1413,17 @@ class SSHRunner(Runner):
         execution.pgid_known.wait(min(2.0, CANCEL_GIVE_UP))
         answered = execution.pgid is None or self._kill_group(conn, execution.pgid, deadline)
         if not answered:
-            self.pool.discard(self.target, conn)
+            if conn.alive() or conn.silence:
+                # Connected but silent (a frozen machine): the step's cleanup must not wait on it.
+                self.pool.give_up(self.target, conn)
+                with suppress(Exception):
+                    execution.on_line(
+                        "ansflow",
+                        f"host {conn.label} did not answer within {CANCEL_GIVE_UP:g}s: its "
+                        "connection was closed; the step's processes there may still run",
+                    )
+            else:
+                self.pool.discard(self.target, conn)
         # Let the last lines the processes wrote reach on_line before the channel goes.
         flush_until = min(deadline, time.monotonic() + 0.5)
         while not execution.output_done and time.monotonic() < flush_until:
@@ -1341,9 +1467,22 @@ class SSHRunner(Runner):
         return path
 
     def remove_tree(self, path: str) -> None:
+        """Delete a temporary folder. On a host that cannot be reached now (connection lost, or
+        given up as silent) the folder is removed by the next connection to the host instead:
+        waiting here for a frozen host would hold the step's end for connect and banner
+        timeouts, and giving up would leave the step's output file (and script) behind."""
         if not path.startswith("/") or posixpath.normpath(path) == "/":
             raise ValueError(f"refusing to remove {path!r}: not a folder made by make_temp_dir")
-        status, _, err = self._capture(["rm", "-rf", "--", path], f"removing {path}")
+        if self.pool.silent(self.target):
+            self.pool.leave_for_later(self.target, path)
+            return
+        try:
+            status, _, err = self._capture(["rm", "-rf", "--", path], f"removing {path}")
+        except SSHError as error:
+            if error.kind not in ("lost", "connect", "resolve", "handshake"):
+                raise
+            self.pool.leave_for_later(self.target, path)
+            return
         if status != 0:
             raise SSHError(
                 f"cannot remove {path} on host {self.host}: {err.decode(errors='replace').strip()}",
@@ -1549,10 +1688,10 @@ def check_host(host: Host, settings: SSHSettings) -> HostCheck:
     """Reach one host as `run` would and report how far it got: for `ansflow targets check`."""
     pool = SSHPool(settings)
     progress = _Progress()
-    address, user = f"{host.address}:{host.port or 22}", host.user
+    hostname, port, user = host.address, host.port or 22, host.user
     try:
         endpoint = pool.endpoint(host)
-        address, user = endpoint.label.split(" (", 1)[1].rstrip(")"), endpoint.user
+        hostname, port, user = endpoint.hostname, endpoint.port, endpoint.user
         pool.connection(host, progress)
         started = time.monotonic()
         status, _, err = pool.runner(host)._capture(["true"], "running a test command")
@@ -1560,28 +1699,29 @@ def check_host(host: Host, settings: SSHSettings) -> HostCheck:
         error = None
         if status != 0:
             error = f"host {endpoint.label}: a test command failed: {err.decode(errors='replace')}"
-        return HostCheck(
-            host=host.name,
-            address=address,
-            user=user,
-            reachable=True,
-            host_key_known=progress.host_key_known,
-            host_key=progress.host_key,
-            login=True,
-            round_trip_ms=round(elapsed, 1),
-            error=error,
-        )
-    except SSHError as error:
-        return HostCheck(
-            host=host.name,
-            address=address,
-            user=user,
-            reachable=progress.reachable,
-            host_key_known=progress.host_key_known,
-            host_key=progress.host_key,
-            login=False,
-            round_trip_ms=None,
-            error=str(error),
-        )
+        login, kind, rtt = True, None, round(elapsed, 1)
+    except SSHError as failure:
+        login, kind, rtt, error = False, failure.kind, None, str(failure)
     finally:
         pool.close()
+    if kind == "host_key_changed":
+        key_status: str | None = "changed"
+    elif progress.host_key_known:
+        key_status = "known"
+    else:
+        # NOTE: with `known_hosts: off` an unrecorded key is accepted, and still not known.
+        key_status = "unknown" if progress.host_key else None
+    return HostCheck(
+        host=host.name,
+        address=_address(hostname, port),
+        user=user,
+        reachable=progress.reachable,
+        host_key_known=progress.host_key_known,
+        host_key=progress.host_key,
+        login=login,
+        round_trip_ms=rtt,
+        error=error,
+        hostname=hostname,
+        port=port,
+        host_key_status=key_status,
+    )
