@@ -9,6 +9,7 @@ the later checks are skipped rather than report follow-on errors of the first on
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterable, Mapping
@@ -446,9 +447,23 @@ def _schema_diagnostics(
         if (path, message) in seen:
             continue
         seen.add((path, message))
-        diagnostics.append(locator.locate(path, message, at_key))
+        found = locator.locate(path, message, at_key)
+        if len(path) >= 3 and path[0] == "targets" and path[2] in _CREDENTIAL_FIELDS:
+            found = _without_value(found)
+        diagnostics.append(found)
     diagnostics.sort(key=lambda d: (d.line or 0, d.col or 0))
     return diagnostics
+
+
+#: Target fields whose refused value may be a real credential: never quoted back.
+_CREDENTIAL_FIELDS = frozenset({"password", "token"})
+
+
+def _without_value(found: Diagnostic) -> Diagnostic:
+    """The diagnostic with the source line cut at the value, which shows as `***`."""
+    if found.snippet is None or found.col is None:
+        return found
+    return dataclasses.replace(found, snippet=found.snippet[: found.col - 1] + "***")
 
 
 def _tag_message(error: Any, path: tuple[Any, ...], prefix: str) -> tuple[str, tuple[Any, ...]]:
