@@ -393,9 +393,11 @@ def repair(db: DbOption = None) -> None:
     if not closed:
         typer.echo("nothing to repair: every running run has a live process")
     for item in closed:
+        stopped = item.get("stopped") or 0
+        leftovers = f"; stopped {stopped} step process group(s) it left running" if stopped else ""
         typer.echo(
             f"run {item['id']} ({item['pipeline']}): process {item['pid']} is gone; "
-            f"closed as interrupted ({item['steps']} unfinished steps)"
+            f"closed as interrupted ({item['steps']} unfinished steps){leftovers}"
         )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ansflow import templates
+from ansflow import procinfo, templates
 from ansflow.cancel import CANCEL, TIMEOUT, CancelScope, StopSignals
 from ansflow.durations import format_duration
 from ansflow.errors import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_WAITING, StorageError
@@ -203,6 +203,8 @@ class Executor:
         self.pipeline = plan.pipeline
         self.defaults = plan.pipeline.defaults
         self.scope = CancelScope()
+        #: Marks this process's local steps, so a crash's leftovers can be found (procinfo).
+        self.owner = procinfo.owner_token(*procinfo.current()[:2])
         #: Parent of the steps started after a cancel (`always()`, `cancelled()`): the first cancel
         #: must not stop them, only a forced one (a second SIGINT) does.
         self.cleanup_scope = CancelScope()
@@ -949,6 +951,8 @@ class Executor:
         )
         if unit.host is not None:
             env["ANSFLOW_HOST"] = unit.host_name
+        if local and node.kind != "jenkins":
+            env[procinfo.OWNER_ENV] = self.owner
         return env
 
     # --- approval gates --------------------------------------------------------------------------

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+
+#: In every local step's environment: `pid:start time` of the ansflow process that started it,
+#: so that the processes a killed ansflow left behind can be found and stopped.
+OWNER_ENV = "ANSFLOW_OWNER"
 
 
 def start_time(pid: int) -> str | None:
@@ -59,3 +64,43 @@ def os_user() -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def owner_token(pid: int, started: str | None) -> str:
+    return f"{pid}:{started or ''}"
+
+
+def stop_orphans(token: str) -> int:
+    """SIGKILL the process groups of steps started by the (dead) ansflow process `token` names;
+    returns how many groups were stopped.
+
+    After `kill -9` of ansflow its steps run on, re-parented, and `resume` would start a second
+    copy beside them. They are found by the OWNER_ENV value they inherited (pid plus start time,
+    so a reused pid never matches), and each step is its own process group, so its children go
+    too, even those that cleared their environment. Only this user's processes can be read.
+    """
+    marker = f"{OWNER_ENV}={token}".encode()
+    groups: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read()
+            if marker in environ.split(b"\0"):
+                groups.add(os.getpgid(int(name)))
+        except OSError:
+            continue
+    groups.discard(os.getpgrp())
+    stopped = 0
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+            stopped += 1
+        except OSError:
+            continue
+    return stopped

@@ -572,7 +572,8 @@ class StateStore:
     # --- crash recovery --------------------------------------------------------------------------
 
     def recover(self, only_run: int | None = None) -> list[dict[str, Any]]:
-        """Close `running` runs of this machine whose process is gone; returns what was closed."""
+        """Close `running` runs of this machine whose process is gone, and stop the step processes
+        that process left running; returns what was closed."""
         import socket
 
         hostname = socket.gethostname()
@@ -624,8 +625,16 @@ class StateStore:
                 raise StorageError(
                     f"cannot write state database {self.path}: {_reason(exc)}"
                 ) from None
+            # NOTE: after the commit: the run is closed even if stopping its leftovers fails.
+            stopped = procinfo.stop_orphans(procinfo.owner_token(row["pid"], row["pid_start"]))
             closed.append(
-                {"id": row["id"], "pipeline": row["pipeline"], "pid": row["pid"], "steps": steps}
+                {
+                    "id": row["id"],
+                    "pipeline": row["pipeline"],
+                    "pid": row["pid"],
+                    "steps": steps,
+                    "stopped": stopped,
+                }
             )
         return closed
 

@@ -69,6 +69,51 @@ def test_kill_9_mid_step_then_show_says_interrupted_and_resume_finishes(
     assert len(runs) == 1 and runs[0]["status"] == "success"
 
 
+def test_the_steps_a_killed_ansflow_left_are_stopped_when_its_run_is_closed(
+    cli: Cli, procs: list[subprocess.Popen[str]]
+) -> None:
+    """kill -9 of ansflow leaves its step running; closing the run must stop it (and its child,
+    which cleared its environment), or `resume` would run a second copy beside it."""
+    cli.write(
+        "p.yml",
+        """
+        steps:
+          - id: slow
+            run: |
+              env -i sleep 301 & echo $! > child.pid
+              echo $$ > slow.pid
+              touch slow.started
+              sleep 300
+        """,
+    )
+    cli.write("other.yml", "steps:\n  - {id: wait, run: 'touch other.started; sleep 300'}\n")
+    other = cli.popen("run", "other.yml")
+    procs.append(other)
+    wait_for(lambda: (cli.cwd / "other.started").exists(), "the other run")
+    proc = cli.popen("run", "p.yml")
+    procs.append(proc)
+    wait_for(lambda: (cli.cwd / "slow.started").exists(), "the slow step to start")
+    step, child = (int((cli.cwd / f"{n}.pid").read_text()) for n in ("slow", "child"))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    try:
+        assert alive(step) and alive(child)
+        result = cli("repair")
+        assert result.code == 0, result
+        assert "stopped 1 step process group(s) it left running" in result.out
+        wait_for(lambda: not alive(step) and not alive(child), "the leftovers to be stopped", 10)
+        assert cli.show("2")["run"]["status"] == "interrupted"
+        # The other run's step belongs to a live ansflow: untouched.
+        assert cli.statuses("1") == {"wait": "running"}
+    finally:
+        other.send_signal(signal.SIGTERM)
+        assert other.wait(timeout=DEADLINE_S) == 3
+        if alive(step):
+            os.killpg(step, signal.SIGKILL)  # the step's group: its `sleep 300` too
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_repair_closes_dead_runs_and_leaves_live_ones(
     cli: Cli, procs: list[subprocess.Popen[str]]
 ) -> None:
