@@ -425,6 +425,21 @@ def test_a_job_of_the_same_name_made_by_someone_else_is_not_overwritten(
     assert emu.builds("ansflow-p-m") == []
 
 
+def test_a_job_prefix_folder_missing_on_jenkins_is_named_as_a_folder(
+    emu: JenkinsEmulator, jcli: Cli
+) -> None:
+    """Jenkins answers createItem in a missing folder with 404: not "job not found"."""
+    team = target("team", emu.url).replace("}\n", ", job_prefix: nowhere/ansflow-}\n")
+    jcli.write("p.yml", pipeline(emu, "  - {id: m, type: jenkins, on: team, run: echo hi}\n", team))
+    result = jcli("run", "p.yml", "-o", "plain", timeout=DEADLINE_S)
+    assert result.code == 1, str(result)
+    assert step_rows(jcli)["m"]["error"] == (
+        f"Jenkins {emu.url}: folder 'nowhere' not found (HTTP 404) while creating job "
+        "'nowhere/ansflow-p-m'; create the folder on Jenkins, or change `job_prefix` on target "
+        "'team'"
+    )
+
+
 # --- faults ----------------------------------------------------------------------------------
 
 

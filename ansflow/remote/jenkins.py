@@ -326,15 +326,27 @@ class JenkinsClient:
     def create_job(self, job: str, config_xml: str) -> None:
         """POST createItem in the job's folder (python-jenkins' `create_job` hides the status)."""
         folder, _, short = job.strip("/").rpartition("/")
-        self.request(
-            "POST",
-            (job_path(folder) if folder else "") + "createItem",
-            what="creating the job",
-            job=job,
-            params={"name": short},
-            data=config_xml.encode("utf-8"),
-            headers={"Content-Type": "text/xml; charset=utf-8"},
-        )
+        try:
+            self.request(
+                "POST",
+                (job_path(folder) if folder else "") + "createItem",
+                what="creating the job",
+                job=job,
+                params={"name": short},
+                data=config_xml.encode("utf-8"),
+                headers={"Content-Type": "text/xml; charset=utf-8"},
+            )
+        except JenkinsError as exc:
+            # NOTE: Jenkins answers 404 for createItem in a folder that does not exist; "job not
+            # found" would send the user looking for the job ansflow was about to create.
+            if exc.status != 404 or not folder:
+                raise
+            raise JenkinsError(
+                f"Jenkins {self.url}: folder {folder!r} not found (HTTP 404) while creating job "
+                f"{job!r}; create the folder on Jenkins, or change `job_prefix` on target "
+                f"{self.target!r}",
+                status=404,
+            ) from None
 
     def update_job(self, job: str, config_xml: str) -> None:
         """POST config.xml: the job keeps its builds and history."""
