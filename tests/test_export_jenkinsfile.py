@@ -190,6 +190,30 @@ def test_quoting_survives_groovy_and_the_shell(emu: JenkinsEmulator) -> None:
     assert "there" in build.console
 
 
+def test_when_on_the_environment_becomes_jenkins_own_conditions(emu: JenkinsEmulator) -> None:
+    """`env.X` is only known while running, but Jenkins knows the build's environment too."""
+    loaded = load(
+        """
+        name: envwhen
+        env: {DEPLOY: "yes", EMPTY: ""}
+        steps:
+          - {id: go, when: "${{ env.DEPLOY == 'yes' }}", run: echo go-ran}
+          - {id: stay, when: "${{ env.DEPLOY != 'yes' }}", run: echo stay-ran}
+          - {id: both, when: "${{ env.DEPLOY == 'yes' and not env.EMPTY }}", run: echo both-ran}
+          - {id: either, when: "${{ env.DEPLOY == 'no' or env.EMPTY }}", run: echo either-ran}
+        """
+    )
+    text = translate(loaded.plan(), variables=loaded.pipeline.vars).text
+    assert "when { environment name: 'DEPLOY', value: 'yes' }" in text
+    assert "known only while running" not in text
+    build = run_on_jenkins(emu, "envwhen", text)
+    assert build.result == "SUCCESS", build.console
+    ran = {n for n in ("go", "stay", "both", "either") if f"{n}-ran" in build.console}
+    assert ran == {"go", "both"}, build.console
+    stages = {s.name: s for s in build.stages}
+    assert 'Stage "stay" skipped due to when conditional' in stages["stay"].log
+
+
 def test_groovy_strings_escape_what_groovy_would_read() -> None:
     assert groovy_single("a'b\\c$d\n") == "'a\\'b\\\\c$d\\n'"
     assert groovy_script("x'''y\\") == "'''\\\nx\\'\\'\\'y\\\\'''"

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from ansflow.loader import LoadedPipeline
 
 STATIC_ROOTS = frozenset({"vars", "matrix", "pipeline"})
+#: The `when` condition of a stage that must not run.
+NEVER = "expression { return false }"
 OUTPUTS_DIR = "$WORKSPACE/.ansflow/outputs"
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 INDENT = "  "
@@ -524,7 +526,7 @@ class _Writer:
         pad, inner = INDENT * depth, INDENT * (depth + 1)
         lines = [f"{pad}stage({groovy_single(node.id)}) {{"]
         if stage.when is not None:
-            lines.append(f"{inner}when {{ expression {{ return {stage.when} }} }}")
+            lines.append(f"{inner}when {{ {stage.when} }}")
         if stage.environment:
             lines.append(f"{inner}environment {{")
             lines.extend(f"{inner}{INDENT}{k} = {v}" for k, v in stage.environment)
@@ -570,13 +572,14 @@ class _Writer:
         return lines
 
     def when(self, node: StepNode) -> str | None:
-        """The `when` expression (`false`), or None to run; decided now when only static values
-        are read, since Jenkins' `expression` cannot evaluate ansflow's templates."""
+        """The stage's `when` condition, or None to run; decided now when only static values
+        are read (Jenkins' `expression` cannot evaluate ansflow's templates), and given to
+        Jenkins when it only tests the build's environment."""
         when = node.step.when
         if when is None or when is True:
             return None
         if when is False:
-            return "false"
+            return NEVER
         try:
             source = templates.condition_source(when)
         except templates.TemplateError as exc:
@@ -607,7 +610,7 @@ class _Writer:
                     f"`when: {compact}`: Jenkins skips every stage after a failure or an abort, "
                     "so this stage never runs",
                 )
-                return "false"
+                return NEVER
             self.problem(
                 node.id,
                 f"`when: {source.strip()}` mixes {', '.join(sorted(functions))}() with other "
@@ -616,6 +619,10 @@ class _Writer:
             )
             return None
         runtime = [r for r in refs if r.chain and r.chain[0] not in STATIC_ROOTS]
+        if runtime and all(r.chain[0] == "env" for r in runtime):
+            translated = _env_condition(source)
+            if translated is not None:
+                return translated
         if runtime:
             names = ", ".join(sorted({".".join(r.chain) for r in runtime}))
             self.problem(
@@ -630,7 +637,7 @@ class _Writer:
         except templates.TemplateError as exc:
             self.problem(node.id, f"`when`: {exc.message}", True)
             return None
-        return None if value else "false"
+        return None if value else NEVER
 
     # --- step types -----------------------------------------------------------------------------
 
@@ -833,6 +840,60 @@ class _Writer:
         if not text.endswith("\n"):
             text += "\n"
         return f"sh(label: {groovy_single(node.id)}, script: {groovy_script(text)})"
+
+
+def _env_condition(source: str) -> str | None:
+    """A `when` made of `env.NAME` tests (`== 'text'`, `!= 'text'`, alone, with and/or/not) as
+    Jenkins' own conditions (`environment`, `not`, `allOf`, `anyOf`), which read the build's
+    environment; None for any other expression."""
+    from jinja2 import nodes
+
+    from ansflow.export.common import Untranslatable, parse_expression
+
+    try:
+        tree = parse_expression(source)
+    except Untranslatable:
+        return None
+
+    def env_name(node: nodes.Node) -> str | None:
+        if (
+            isinstance(node, nodes.Getattr)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name == "env"
+            and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", node.attr)
+        ):
+            return node.attr
+        return None
+
+    def condition(node: nodes.Node) -> str | None:
+        if isinstance(node, nodes.And | nodes.Or):
+            left, right = condition(node.left), condition(node.right)
+            if left is None or right is None:
+                return None
+            return f"{'allOf' if isinstance(node, nodes.And) else 'anyOf'} {{ {left}; {right} }}"
+        if isinstance(node, nodes.Not):
+            inner = condition(node.node)
+            return None if inner is None else f"not {{ {inner} }}"
+        name = env_name(node)
+        if name is not None:
+            # NOTE: as in ansflow, an unset or empty variable is false (Groovy truth).
+            return f"expression {{ return env.{name} }}"
+        if isinstance(node, nodes.Compare) and len(node.ops) == 1:
+            name, operand = env_name(node.expr), node.ops[0]
+            value = operand.expr
+            if (
+                name is not None
+                and operand.op in ("eq", "ne")
+                and isinstance(value, nodes.Const)
+                and isinstance(value.value, str)
+            ):
+                test = (
+                    f"environment name: {groovy_single(name)}, value: {groovy_single(value.value)}"
+                )
+                return test if operand.op == "eq" else f"not {{ {test} }}"
+        return None
+
+    return condition(tree)
 
 
 def _decides_itself(node: StepNode) -> bool:
