@@ -31,6 +31,13 @@ so the user's values reach the host only as quoted words, never as shell code. T
 The login shell parses the exec line, so it must understand single quotes the POSIX way (sh, bash,
 dash, zsh, ksh; csh and fish work unless an argument holds a backslash). The host needs `sh`,
 `head -c`, `mktemp` and `kill`, which every Linux, BSD and macOS has.
+
+Step folders. A connection makes one private folder on the host when a step first needs one
+(`mktemp -d` under the host's $TMPDIR: the only exec besides the steps' own). Each step attempt
+gets a subfolder of it, made and removed over SFTP (`rm -rf` only when the step left more than
+ansflow wrote there). The private folder goes when the pool closes, hosts in parallel, waiting at
+most CLOSE_GIVE_UP for each; that of a connection that was lost is removed by the host's next
+connection, before anything else runs there.
 """
 
 from __future__ import annotations
@@ -47,22 +54,33 @@ import re
 import shlex
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import paramiko
-
 from ansflow.cancel import CancelScope
 from ansflow.inventory import Host
 from ansflow.remote.base import Command, LineSink, Runner, RunnerError
 from ansflow.secrets import keep_back, pieces, safe_cut
+
+# NOTE: paramiko.config imports invoke (and with it unittest.mock and asyncio, 40-70 ms) only for
+# ssh_config's `Match exec`: it is kept out here, and `_enable_match_exec` imports it when a
+# config needs it.
+_BLOCK_INVOKE = "invoke" not in sys.modules and "paramiko" not in sys.modules
+if _BLOCK_INVOKE:
+    sys.modules["invoke"] = None  # type: ignore[assignment]
+try:
+    import paramiko
+finally:
+    if _BLOCK_INVOKE and "invoke" in sys.modules and sys.modules["invoke"] is None:
+        del sys.modules["invoke"]
 
 # NOTE: paramiko logs transport failures at ERROR level; without a handler Python's last-resort
 # handler would print them (with tracebacks) over ansflow's own output. Errors reach users as
@@ -78,6 +96,8 @@ MAX_CHANNELS = 8
 KILL_GRACE = 2.0
 #: A cancel gives up on a host that does not answer within this long and drops the connection.
 CANCEL_GIVE_UP = 10.0
+#: How long the end of a run waits for hosts to remove ansflow's folders.
+CLOSE_GIVE_UP = 2.0
 #: Limit for small helper commands (mktemp, rm, glob) and SFTP calls.
 HELPER_TIMEOUT = 120.0
 #: A host that answers none of this many keepalives in a row is given up, as OpenSSH's
@@ -234,11 +254,35 @@ def _load_ssh_config(settings: SSHSettings) -> paramiko.SSHConfig | None:
     if not explicit and not path.is_file():
         return None
     try:
-        return paramiko.SSHConfig.from_path(str(path))
+        text = path.read_text()
     except OSError as error:
         raise SSHError(f"cannot read ssh_config {path}: {error.strerror}", kind="config") from None
+    except UnicodeDecodeError as error:
+        raise SSHError(f"cannot parse ssh_config {path}: {error}", kind="config") from None
+    if _MATCH_EXEC.search(text):
+        _enable_match_exec()
+    try:
+        return paramiko.SSHConfig.from_text(text)
     except Exception as error:  # NOTE: paramiko's parse errors have no common base
         raise SSHError(f"cannot parse ssh_config {path}: {error}", kind="config") from None
+
+
+#: A `Match` line that may use `exec` (a false match only costs importing invoke).
+_MATCH_EXEC = re.compile(r"^[ \t]*match\b.*exec", re.IGNORECASE | re.MULTILINE)
+
+
+def _enable_match_exec() -> None:
+    """Give paramiko the invoke it was kept from importing (see the imports above)."""
+    config = paramiko.config
+    if getattr(config, "invoke", None) is not None:
+        return
+    try:
+        import invoke
+    except ImportError as error:
+        # paramiko raises this when a `Match exec` is looked up: say what is really missing.
+        config.invoke_import_error = error  # type: ignore[attr-defined]
+        return
+    config.invoke = invoke  # type: ignore[attr-defined]
 
 
 def _lookup(config: paramiko.SSHConfig | None, name: str) -> dict[str, Any]:
@@ -383,6 +427,17 @@ class _Connection:
         self._closing = threading.Event()
         #: Set when the host stopped answering keepalives: why the connection was closed.
         self.silence: str | None = None
+        #: The connection's private folder on the host (`mktemp -d`, made on first use); each
+        #: step attempt's folder is a subfolder of it. `bases` also holds earlier ones, if the
+        #: current one vanished. `retired`: the pool left them to the next connection.
+        self.base: str | None = None
+        self.bases: list[str] = []
+        self.base_lock = threading.Lock()
+        self.retired = False
+        #: Subfolders of `base` not removed yet -> the names ansflow wrote into each.
+        self.temp_dirs: dict[str, set[str]] = {}
+        self._temp_lock = threading.Lock()
+        self._temp_count = 0
 
     @property
     def label(self) -> str:
@@ -488,6 +543,88 @@ class _Connection:
                 channel.settimeout(HELPER_TIMEOUT)
         return self._sftp
 
+    # -- temporary folders -------------------------------------------------------------------
+
+    def next_temp(self, base: str) -> str:
+        with self._temp_lock:
+            self._temp_count += 1
+            return f"{base}/{self._temp_count}"
+
+    def add_temp(self, path: str) -> None:
+        with self._temp_lock:
+            self.temp_dirs[path] = set()
+
+    def take_temp(self, path: str) -> set[str] | None:
+        """Forget a subfolder made by this connection: the names written into it, or None when
+        it is not one."""
+        with self._temp_lock:
+            return self.temp_dirs.pop(path, None)
+
+    def note_file(self, path: str) -> None:
+        """Remember a file written into one of the subfolders, so removing it needs no listing."""
+        folder, name = posixpath.split(path)
+        with self._temp_lock:
+            names = self.temp_dirs.get(folder)
+            if names is not None:
+                names.add(name)
+
+    def capture(
+        self, channel: paramiko.Channel, argv: list[str], what: str
+    ) -> tuple[int, bytes, bytes]:
+        """Run a small helper command on `channel` and collect its output."""
+        try:
+            channel.settimeout(HELPER_TIMEOUT)
+            channel.exec_command("exec " + shlex.join(argv))
+            out = _read_all(channel.recv)
+            err = _read_all(channel.recv_stderr)
+            status = channel.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            if not self.alive():
+                raise self.lost(f" while {what}") from None
+            raise SSHError(
+                f"{what} on host {self.label} failed: {_reason(error)}",
+                self.endpoint.name,
+                "channel",
+            ) from None
+        if status == -1 and not _still_alive(self):
+            raise self.lost(f" while {what}")
+        return status, out, err
+
+    def remove_bases(self, timeout: float, leftovers: list[str]) -> None:
+        """Remove the private folders (and `leftovers` of earlier connections) at the end of the
+        run: one SFTP rmdir when every step's subfolder is gone already, else `rm -rf`."""
+        bases = list(self.bases)
+        if self.retired or not self.alive():
+            return
+        with self._temp_lock:
+            clean = not self.temp_dirs and len(bases) == 1 and not leftovers
+        if clean:
+            try:
+                with self.sftp_lock:
+                    self.sftp().rmdir(bases[0])
+            except FileNotFoundError:
+                pass
+            except (SSHError, paramiko.SSHException, OSError, EOFError):
+                clean = False
+        paths = [*bases, *leftovers]
+        if not clean and paths:
+            if not self.channels.acquire(timeout=timeout):
+                return
+            try:
+                with closing(self.open_channel(timeout)) as channel:
+                    self.capture(channel, ["rm", "-rf", "--", *paths], "removing its folders")
+            except SSHError:
+                return
+            finally:
+                self.channels.release()
+        self.bases.clear()
+        self.base = None
+
+    def open_sftp(self) -> None:
+        """Open the SFTP session ahead of its first use; a failure shows at that use."""
+        with self.sftp_lock, suppress(SSHError):
+            self.sftp()
+
     def close(self) -> None:
         self._closing.set()
         with suppress(Exception):
@@ -495,6 +632,25 @@ class _Connection:
                 self._sftp.close()
         with suppress(Exception):
             self.transport.close()
+
+
+def _remove_bases(connections: list[tuple[_Connection, list[str]]]) -> None:
+    """Remove the connections' private folders (and the given leftovers), hosts in parallel. A
+    host that does not answer within CLOSE_GIVE_UP keeps them: the end of a run must not wait."""
+    deadline = time.monotonic() + CLOSE_GIVE_UP
+    threads = []
+    for conn, leftovers in connections:
+        if (conn.bases or leftovers) and not conn.retired and conn.alive():
+            thread = threading.Thread(
+                target=conn.remove_bases,
+                args=(CLOSE_GIVE_UP, leftovers),
+                name=f"ansflow-ssh-cleanup-{conn.endpoint.name}",
+                daemon=True,
+            )
+            thread.start()
+            threads.append(thread)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _reason(error: BaseException) -> str:
@@ -533,6 +689,8 @@ class SSHPool:
         #: Temporary folders per host that could not be removed when their step ended; the next
         #: connection to the host removes them.
         self._leftovers: dict[str, list[str]] = {}
+        #: (host, private folder) of connections that are gone.
+        self._retired_bases: set[tuple[str, str]] = set()
 
     def __enter__(self) -> SSHPool:
         return self
@@ -551,8 +709,12 @@ class SSHPool:
     def close(self) -> None:
         with self._lock:
             connections = list(self._connections.values())
+            cleanups = [
+                (conn, self._leftovers.pop(name, [])) for name, conn in self._connections.items()
+            ]
             self._connections.clear()
             self._closed = True
+        _remove_bases(cleanups)
         # Targets first: closing a jump host first would cut them off mid-goodbye.
         for conn in sorted(connections, key=lambda c: c.jump is None):
             conn.close()
@@ -562,6 +724,7 @@ class SSHPool:
         with self._lock:
             conn = self._connections.pop(host.name, None)
         if conn is not None:
+            _remove_bases([(conn, [])])
             conn.close()
 
     def discard(self, host: Host, conn: _Connection) -> None:
@@ -569,7 +732,31 @@ class SSHPool:
         with self._lock:
             if self._connections.get(host.name) is conn:
                 del self._connections[host.name]
+            self._retire(host.name, conn)
         conn.close()
+
+    def _retire(self, name: str, conn: _Connection) -> None:
+        """Leave a connection's private folders to the host's next connection (the caller holds
+        `_lock`): a connection that is gone cannot remove them."""
+        conn.retired = True
+        for base in list(conn.bases):
+            self._leave_for_later(name, base)
+            self._retired_bases.add((name, base))
+
+    def retired_base(self, host: Host, path: str) -> bool:
+        """Whether `path` is in a private folder left to a later connection."""
+        with self._lock:
+            return (host.name, posixpath.dirname(path)) in self._retired_bases
+
+    def temp_owner(self, host: Host, path: str) -> tuple[_Connection, set[str]] | None:
+        """The connection whose subfolder `path` is, and the names written into it; None when
+        `path` is not the subfolder of a live connection."""
+        with self._lock:
+            conn = self._connections.get(host.name)
+        if conn is None:
+            return None
+        names = conn.take_temp(path)
+        return None if names is None else (conn, names)
 
     def give_up(self, host: Host, conn: _Connection) -> None:
         """Drop the connection of a host that stopped answering: until a new connection
@@ -587,9 +774,12 @@ class SSHPool:
     def leave_for_later(self, host: Host, path: str) -> None:
         """Remember a temporary folder to remove when the host is next connected to."""
         with self._lock:
-            paths = self._leftovers.setdefault(host.name, [])
-            if path not in paths:
-                paths.append(path)
+            self._leave_for_later(host.name, path)
+
+    def _leave_for_later(self, name: str, path: str) -> None:
+        paths = self._leftovers.setdefault(name, [])
+        if path not in paths:
+            paths.append(path)
 
     # -- resolving ---------------------------------------------------------------------------
 
@@ -681,6 +871,8 @@ class SSHPool:
                 return conn, False
             if conn is not None:
                 conn.close()
+                with self._lock:
+                    self._retire(host.name, conn)
             endpoint = self.endpoint(host)
             self._check_hops(endpoint)
             conn = self._open(endpoint, progress or _Progress(), depth=0, host=host)
@@ -1261,6 +1453,10 @@ CANCELLED_STATUS = -15
 NO_STATUS = 255
 
 
+#: paramiko's largest SFTP read request (SFTPFile.MAX_REQUEST_SIZE).
+_READ_CHUNK = 32768
+
+
 def _read_all(recv: Callable[[int], bytes]) -> bytes:
     chunks = []
     while data := recv(32768):
@@ -1282,9 +1478,15 @@ class SSHRunner(Runner):
     # -- plumbing ----------------------------------------------------------------------------
 
     @contextmanager
-    def _channel(self, scope: CancelScope | None = None) -> Iterator[tuple[_Connection, Any]]:
-        """A fresh session channel; a pooled connection found dead is replaced once."""
-        conn, fresh = self.pool.connection(self.target)
+    def _channel(
+        self, scope: CancelScope | None = None, conn: _Connection | None = None
+    ) -> Iterator[tuple[_Connection, Any]]:
+        """A fresh session channel; a pooled connection found dead is replaced once (unless the
+        channel must be on `conn`)."""
+        if conn is None:
+            conn, fresh = self.pool.connection(self.target)
+        else:
+            fresh = True
         while True:
             self._acquire(conn, scope)
             try:
@@ -1311,24 +1513,12 @@ class SSHRunner(Runner):
             if not conn.alive():
                 raise conn.lost()
 
-    def _capture(self, argv: list[str], what: str) -> tuple[int, bytes, bytes]:
-        """Run a small helper command and collect its output."""
-        with self._channel() as (conn, channel):
-            try:
-                channel.settimeout(HELPER_TIMEOUT)
-                channel.exec_command("exec " + shlex.join(argv))
-                out = _read_all(channel.recv)
-                err = _read_all(channel.recv_stderr)
-                status = channel.recv_exit_status()
-            except (paramiko.SSHException, OSError, EOFError) as error:
-                if not conn.alive():
-                    raise conn.lost(f" while {what}") from None
-                raise SSHError(
-                    f"{what} on host {conn.label} failed: {_reason(error)}", self.host, "channel"
-                ) from None
-            if status == -1 and not _still_alive(conn):
-                raise conn.lost(f" while {what}")
-            return status, out, err
+    def _capture(
+        self, argv: list[str], what: str, conn: _Connection | None = None
+    ) -> tuple[int, bytes, bytes]:
+        """Run a small helper command (on `conn`, if given) and collect its output."""
+        with self._channel(conn=conn) as (used, channel):
+            return used.capture(channel, argv, what)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -1452,28 +1642,80 @@ class SSHRunner(Runner):
     # -- files -------------------------------------------------------------------------------
 
     def make_temp_dir(self) -> str:
-        status, out, err = self._capture(
-            ["sh", "-c", 'mktemp -d "${TMPDIR:-/tmp}/ansflow.XXXXXXXXXX"'],
-            "creating a temporary folder",
-        )
-        path = out.decode("utf-8", errors="surrogateescape").strip()
-        if status != 0 or not path:
-            raise SSHError(
-                f"cannot create a temporary folder on host {self.host}: "
-                f"{err.decode(errors='replace').strip() or f'mktemp exited with {status}'}",
-                self.host,
-                "file",
+        """A new subfolder of the connection's private folder: one SFTP mkdir per step attempt;
+        the `mktemp -d` exec runs once per connection."""
+        conn, fresh = self.pool.connection(self.target)
+        for attempt in range(3):
+            try:
+                base = self._base(conn)
+            except SSHError as error:
+                if error.kind != "lost" or fresh or attempt:
+                    raise
+                self.pool.discard(self.target, conn)
+                conn, fresh = self.pool.connection(self.target)
+                continue
+            path = conn.next_temp(base)
+            try:
+                self._sftp("create", path, partial(_mkdir, path=path), conn)
+            except SSHError as error:
+                if error.kind != "file" or attempt:
+                    raise
+                # The folder went (a cleaner of old temporary files?): make another.
+                with conn.base_lock:
+                    if conn.base == base:
+                        conn.base = None
+                continue
+            conn.add_temp(path)
+            return path
+        raise SSHError(f"cannot create a temporary folder on host {self.host}", self.host, "file")
+
+    def _base(self, conn: _Connection) -> str:
+        with conn.base_lock:
+            if conn.base is not None:
+                return conn.base
+            # The step's files go by SFTP next: start its session while mktemp runs.
+            threading.Thread(
+                target=conn.open_sftp, name="ansflow-ssh-sftp-open", daemon=True
+            ).start()
+            status, out, err = self._capture(
+                ["sh", "-c", 'mktemp -d "${TMPDIR:-/tmp}/ansflow.XXXXXXXXXX"'],
+                "creating a temporary folder",
+                conn,
             )
-        return path
+            path = out.decode("utf-8", errors="surrogateescape").strip()
+            if status != 0 or not path.startswith("/"):
+                raise SSHError(
+                    f"cannot create a temporary folder on host {self.host}: "
+                    f"{err.decode(errors='replace').strip() or f'mktemp exited with {status}'}",
+                    self.host,
+                    "file",
+                )
+            conn.base = path
+            conn.bases.append(path)
+            if conn.retired:
+                # Retired while mktemp ran: the pool did not see this folder.
+                self.pool.leave_for_later(self.target, path)
+            return path
 
     def remove_tree(self, path: str) -> None:
-        """Delete a temporary folder. On a host that cannot be reached now (connection lost, or
-        given up as silent) the folder is removed by the next connection to the host instead:
-        waiting here for a frozen host would hold the step's end for connect and banner
-        timeouts, and giving up would leave the step's output file (and script) behind."""
+        """Delete a temporary folder. A step's subfolder on a live connection goes by SFTP (its
+        known files, then rmdir), with `rm -rf` when it holds more. On a host that cannot be
+        reached now (connection lost, or given up as silent) the folder is removed by the next
+        connection to the host instead: waiting here for a frozen host would hold the step's
+        end for connect and banner timeouts, and giving up would leave the step's output file
+        (and script) behind."""
         if not path.startswith("/") or posixpath.normpath(path) == "/":
             raise ValueError(f"refusing to remove {path!r}: not a folder made by make_temp_dir")
-        if self.pool.silent(self.target):
+        owner = self.pool.temp_owner(self.target, path)
+        if owner is not None:
+            conn, names = owner
+            if conn.retired or not conn.alive():
+                return  # the whole private folder is left to the next connection
+            if self._remove_known(conn, path, names):
+                return
+        elif self.pool.retired_base(self.target, path):
+            return  # made by a connection that is gone: its private folder goes as a whole
+        elif self.pool.silent(self.target):
             self.pool.leave_for_later(self.target, path)
             return
         try:
@@ -1481,7 +1723,8 @@ class SSHRunner(Runner):
         except SSHError as error:
             if error.kind not in ("lost", "connect", "resolve", "handshake"):
                 raise
-            self.pool.leave_for_later(self.target, path)
+            if owner is None:
+                self.pool.leave_for_later(self.target, path)
             return
         if status != 0:
             raise SSHError(
@@ -1490,8 +1733,36 @@ class SSHRunner(Runner):
                 "file",
             )
 
-    def _sftp(self, what: str, path: str, operation: Callable[[paramiko.SFTPClient], Any]) -> Any:
-        conn, _ = self.pool.connection(self.target)
+    def _remove_known(self, conn: _Connection, path: str, names: set[str]) -> bool:
+        """Remove a subfolder holding only `names` by SFTP; False when it holds more (or SFTP
+        failed), which `rm -rf` then removes."""
+
+        def remove(sftp: paramiko.SFTPClient) -> None:
+            for name in sorted(names):
+                with suppress(FileNotFoundError):
+                    sftp.remove(f"{path}/{name}")
+            with suppress(FileNotFoundError):
+                sftp.rmdir(path)
+
+        try:
+            self._sftp("remove", path, remove, conn)
+        except SSHError as error:
+            # A lost connection leaves the whole private folder to the next one.
+            return error.kind == "lost"
+        return True
+
+    def _sftp(
+        self,
+        what: str,
+        path: str,
+        operation: Callable[[paramiko.SFTPClient], Any],
+        conn: _Connection | None = None,
+        creates: str | None = None,
+    ) -> Any:
+        if conn is None:
+            conn, _ = self.pool.connection(self.target)
+        if creates is not None:
+            conn.note_file(creates)
         with conn.sftp_lock:
             try:
                 return operation(conn.sftp())
@@ -1514,14 +1785,19 @@ class SSHRunner(Runner):
                 handle.set_pipelined(True)
                 handle.write(data)
 
-        self._sftp("write", path, write)
+        self._sftp("write", path, write, creates=path)
 
     def read_file(self, path: str) -> bytes | None:
         def read(sftp: paramiko.SFTPClient) -> bytes | None:
             try:
                 with sftp.open(_sftp_path(path), "rb") as handle:
+                    # Most files read here (a step's outputs) are small: one READ, no FSTAT.
+                    # Past the first chunk, prefetch pipelines the reads of the rest.
+                    first = bytes(handle.read(_READ_CHUNK))
+                    if len(first) < _READ_CHUNK:
+                        return first
                     handle.prefetch()
-                    return bytes(handle.read())
+                    return first + bytes(handle.read())
             except FileNotFoundError:
                 return None
 
@@ -1544,7 +1820,7 @@ class SSHRunner(Runner):
                     while chunk := source.read(32768):
                         handle.write(chunk)
 
-            self._sftp("upload to", remote, upload)
+            self._sftp("upload to", remote, upload, creates=target)
 
     def get(self, remote: str, local: Path) -> None:
         local = Path(local)
@@ -1600,6 +1876,10 @@ class SSHRunner(Runner):
             if error.kind == "file":
                 return []
             raise
+
+
+def _mkdir(sftp: paramiko.SFTPClient, path: str) -> None:
+    sftp.mkdir(path, 0o700)
 
 
 def _has_magic(segment: str) -> bool:
