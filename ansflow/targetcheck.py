@@ -137,6 +137,23 @@ def _jenkins_jobs(
     jobs: set[str] = set()
     unchecked: list[TargetCheck] = []
     seen: set[str] = set()
+
+    def note(raw: str, ok: bool, detail: str = "", error: str | None = None) -> None:
+        """One row per written name, however many steps (or matrix instances) use it."""
+        if raw not in seen:
+            seen.add(raw)
+            unchecked.append(
+                TargetCheck(
+                    target=target,
+                    kind="jenkins",
+                    what=f"job {raw}",
+                    ok=ok,
+                    detail=detail,
+                    error=error,
+                    skipped=ok,
+                )
+            )
+
     for node in nodes:
         step = node.step
         if not isinstance(step, JenkinsStep) or node.target != target or step.job is None:
@@ -154,19 +171,12 @@ def _jenkins_jobs(
             }
         )
         if runtime:
-            if raw not in seen:
-                seen.add(raw)
-                unchecked.append(
-                    TargetCheck(
-                        target=target,
-                        kind="jenkins",
-                        what=f"job {raw}",
-                        ok=True,
-                        detail=f"not checked: the name reads {', '.join(runtime)}, known only "
-                        f"while the pipeline runs (step {node.base_id!r})",
-                        skipped=True,
-                    )
-                )
+            note(
+                raw,
+                True,
+                f"not checked: the name reads {', '.join(runtime)}, known only while the "
+                f"pipeline runs (step {node.base_id!r})",
+            )
             continue
         try:
             name = templates.render_text(raw, {**context, "matrix": dict(node.matrix)})
@@ -178,18 +188,7 @@ def _jenkins_jobs(
                 jobs.add(name)
                 continue
             problem = f"renders to {name!r}: {problem}"
-        if raw not in seen:
-            seen.add(raw)
-            unchecked.append(
-                TargetCheck(
-                    target=target,
-                    kind="jenkins",
-                    what=f"job {raw}",
-                    ok=False,
-                    detail="",
-                    error=f"step {node.base_id!r}, `job`: {problem}",
-                )
-            )
+        note(raw, False, error=f"step {node.base_id!r}, `job`: {problem}")
     return jobs, unchecked
 
 

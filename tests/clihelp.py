@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,3 +174,50 @@ def run_in_pty(
             proc.wait()
         os.close(leader)
     return proc.returncode, seen.decode("utf-8", "replace")
+
+
+class Events:
+    """The JSON event stream of a running `ansflow run -o json`, read in a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str], deadline: float = 60.0) -> None:
+        self.proc = proc
+        self.deadline = deadline
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def until(self, predicate: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.deadline
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"timed out waiting for {what}") from None
+            if line is None:
+                raise AssertionError(f"ansflow ended before {what}: {self.seen[-5:]}")
+            if line.strip():
+                event = json.loads(line)
+                self.seen.append(event)
+                if predicate(event):
+                    return event
+
+    def log(self, text: str) -> dict[str, Any]:
+        return self.until(
+            lambda e: e["event"] == "log" and text in e["text"], f"a log line with {text!r}"
+        )
+
+    def finish(self) -> int:
+        code = self.proc.wait(timeout=self.deadline)
+        while (line := self.lines.get(timeout=self.deadline)) is not None:
+            if line.strip():
+                self.seen.append(json.loads(line))
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read()
+        assert "Traceback" not in err, err
+        return code

@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import getpass
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -538,3 +539,17 @@ def sshd_hosts_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSH
     """Servers shared by the whole session (start-up cost paid once); never kill these."""
     with _fixture(tmp_path_factory.mktemp("sshd-session"), SharedSSHFixture) as fixture:
         yield fixture
+
+
+def target_block(fixture: SSHFixture, hosts: list[str], **extra: object) -> str:
+    """A pipeline's `targets:` with one ssh target `fleet` on the fixture's hosts."""
+    lines = [
+        "targets:",
+        "  fleet:",
+        "    type: ssh",
+        f"    hosts: {json.dumps(hosts)}",
+        f"    ssh_config: {fixture.ssh_config_path}",
+        f"    known_hosts_file: {fixture.known_hosts_path}",
+    ]
+    lines += [f"    {key}: {json.dumps(value)}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"

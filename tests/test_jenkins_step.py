@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 
 from ansflow.model import JenkinsTarget
 from ansflow.remote.jenkins import check_jenkins, connect
-from tests.clihelp import Cli, wait_for
+from tests.clihelp import Cli, Events, wait_for
 from tests.jenkins_emulator import JenkinsEmulator, running_emulator
 
 pytestmark = pytest.mark.jenkins
@@ -79,52 +78,6 @@ def pipeline(emu: JenkinsEmulator, steps: str, targets: str = "", head: str = ""
     )
 
 
-class Events:
-    """The JSON event stream of a running `ansflow run -o json`, read in a thread."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def until(self, predicate: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"timed out waiting for {what}") from None
-            if line is None:
-                raise AssertionError(f"ansflow ended before {what}: {self.seen[-5:]}")
-            if line.strip():
-                event = json.loads(line)
-                self.seen.append(event)
-                if predicate(event):
-                    return event
-
-    def log(self, text: str) -> dict[str, Any]:
-        return self.until(
-            lambda e: e["event"] == "log" and text in e["text"], f"a log line with {text!r}"
-        )
-
-    def finish(self) -> int:
-        code = self.proc.wait(timeout=DEADLINE_S)
-        while (line := self.lines.get(timeout=DEADLINE_S)) is not None:
-            if line.strip():
-                self.seen.append(json.loads(line))
-        assert self.proc.stderr is not None
-        err = self.proc.stderr.read()
-        assert "Traceback" not in err, err
-        return code
-
-
 def unfinished(cli: Cli) -> list[str]:
     return [k for k, v in cli.statuses().items() if v in ("pending", "running", "retrying")]
 
@@ -164,7 +117,7 @@ def test_job_with_parameters_waits_in_the_queue_then_streams_its_build(
     emu.hold_queue(True)
     proc = jcli.popen("run", "p.yml", "-o", "json")
     procs.append(proc)
-    events = Events(proc)
+    events = Events(proc, DEADLINE_S)
     events.log("waiting in the Jenkins queue: Waiting for next available executor")
     emu.hold_queue(False)
     events.log("branch=main n=3")
@@ -215,7 +168,7 @@ def test_console_lines_are_stored_and_shown_while_the_build_runs(
     jcli.write("p.yml", pipeline(emu, "  - {id: it, type: jenkins, on: ci, job: slow}\n"))
     proc = jcli.popen("run", "p.yml", "-o", "json")
     procs.append(proc)
-    events = Events(proc)
+    events = Events(proc, DEADLINE_S)
     line = events.log("first-line")
     assert line["step"] == "it" and line["stream"] == "stdout"
     # NOTE: the run is still going (the build waits for the gate): the line is in the database.
@@ -249,7 +202,7 @@ def test_every_jenkins_result_maps_to_its_ansflow_state(
     jcli.write("p.yml", pipeline(emu, steps))
     proc = jcli.popen("run", "p.yml", "-o", "json")
     procs.append(proc)
-    events = Events(proc)
+    events = Events(proc, DEADLINE_S)
     emu.wait_for_console("hang", 1, "ready", timeout=DEADLINE_S)
     emu.abort_build("hang", 1, user="admin")
     assert events.finish() == 1
@@ -285,7 +238,7 @@ def test_a_queue_item_cancelled_on_jenkins_ends_the_step_with_a_clear_error(
     emu.hold_queue(True)
     proc = jcli.popen("run", "p.yml", "-o", "json")
     procs.append(proc)
-    events = Events(proc)
+    events = Events(proc, DEADLINE_S)
     events.log("queued job 'shop' as queue item 1")
     assert emu.cancel_queue_item(1)
     # NOTE: cancelled on Jenkins is not a success: the run is cancelled too (exit 3).
@@ -345,7 +298,7 @@ def test_sigint_aborts_the_build_and_cancels_the_step(
     )
     proc = jcli.popen("run", "p.yml", "-o", "json")
     procs.append(proc)
-    events = Events(proc)
+    events = Events(proc, DEADLINE_S)
     events.log("started")
     proc.send_signal(signal.SIGINT)
     assert events.finish() == 3
@@ -486,7 +439,7 @@ def test_jenkins_going_away_mid_build_and_coming_back_is_survived(
     jcli.write("p.yml", pipeline(emu, "  - {id: it, type: jenkins, on: ci, job: slow}\n"))
     proc = jcli.popen("run", "p.yml", "-o", "json")
     procs.append(proc)
-    events = Events(proc)
+    events = Events(proc, DEADLINE_S)
     events.log("waiting-for-gate")
     emu.go_away()
     events.log("retrying for up to 20 s")
@@ -507,7 +460,7 @@ def test_jenkins_gone_for_good_fails_the_step_after_the_window(
     cli.write("p.yml", pipeline(emu, "  - {id: it, type: jenkins, on: ci, job: slow}\n"))
     proc = cli.popen("run", "p.yml", "-o", "json")
     procs.append(proc)
-    events = Events(proc)
+    events = Events(proc, DEADLINE_S)
     events.log("waiting-for-gate")
     emu.go_away()
     started = time.monotonic()

@@ -8,75 +8,19 @@ rebooted. Every test thaws what it froze, and the fixture stops every server it 
 from __future__ import annotations
 
 import json
-import queue
-import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ansflow.remote import ssh
-from tests.clihelp import Cli, wait_for
-from tests.ssh_fixtures import SSHFixture, SSHServer, free_port
+from tests.clihelp import Cli, Events, wait_for
+from tests.ssh_fixtures import SSHFixture, SSHServer, free_port, target_block
 
 pytestmark = pytest.mark.ssh
 
 #: Upper bound for what normally takes milliseconds (process start, a login on 127.0.0.1).
 SLACK = 4.0
-
-
-def target_block(fixture: SSHFixture, hosts: list[str], **extra: object) -> str:
-    lines = [
-        "targets:",
-        "  fleet:",
-        "    type: ssh",
-        f"    hosts: {json.dumps(hosts)}",
-        f"    ssh_config: {fixture.ssh_config_path}",
-        f"    known_hosts_file: {fixture.known_hosts_path}",
-    ]
-    lines += [f"    {key}: {json.dumps(value)}" for key, value in extra.items()]
-    return "\n".join(lines) + "\n"
-
-
-class Events:
-    """The JSON events of a running `ansflow run -o json`, read by a thread as they come."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.seen: list[dict[str, Any]] = []
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.strip():
-                self._queue.put(json.loads(line))
-        self._queue.put(None)
-
-    def wait_for(self, what: str, timeout: float = 60.0, **fields: object) -> dict[str, Any]:
-        """The first event (from now on) whose fields have these values."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                event = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {what} within {timeout}s: {self.seen}") from None
-            if event is None:
-                raise AssertionError(f"the run ended without {what}: {self.seen}")
-            self.seen.append(event)
-            if all(event.get(key) == value for key, value in fields.items()):
-                return event
-
-    def finish(self, timeout: float = 120.0) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(timeout)
-        while (event := self._queue.get_nowait()) is not None:
-            self.seen.append(event)
-        return code
 
 
 def temp_folders(server: SSHServer) -> list[Path]:
@@ -142,12 +86,14 @@ steps:
     )
     proc = cli.popen("run", "p.yml", "-o", "json")
     try:
-        events = Events(proc)
+        events = Events(proc, 120.0)
         wait_for(started.exists, "the first attempt")
         assert len(temp_folders(server)) == 1
         server.kill()
         # The first attempt is over (its cleanup found the host gone) before the host is back.
-        events.wait_for("the retry", event="step_state", status="retrying")
+        events.until(
+            lambda e: e["event"] == "step_state" and e.get("status") == "retrying", "the retry"
+        )
         assert len(temp_folders(server)) == 1
         server.restart()
         code = events.finish()

@@ -16,22 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.clihelp import Cli, alive, wait_for
-from tests.ssh_fixtures import SSHFixture
+from tests.ssh_fixtures import SSHFixture, target_block
 
 pytestmark = pytest.mark.ssh
-
-
-def target_block(fixture: SSHFixture, hosts: list[str], **extra: object) -> str:
-    lines = [
-        "targets:",
-        "  fleet:",
-        "    type: ssh",
-        f"    hosts: {json.dumps(hosts)}",
-        f"    ssh_config: {fixture.ssh_config_path}",
-        f"    known_hosts_file: {fixture.known_hosts_path}",
-    ]
-    lines += [f"    {key}: {json.dumps(value)}" for key, value in extra.items()]
-    return "\n".join(lines) + "\n"
 
 
 def marker_procs(marker: str) -> list[int]:
