@@ -40,6 +40,7 @@ from common import (  # bench/ is sys.path[0] when run as `python bench/local.py
     Verdict,
     check_target,
     command_version,
+    compile_bytecode,
     core_count,
     fmt_seconds,
     load_average,
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "bash": command_version([bash, "--version"]),
             "xargs": command_version([xargs, "--version"]) if xargs else "not found",
             "command": shlex.join([sys.executable, *sys.argv]),
+            "bytecode": compile_bytecode(ansflow),
             "rounds": f"{repeat} timed (median reported)" + (", after 1 warm-up" if warmup else ""),
         },
     )

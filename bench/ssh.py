@@ -72,6 +72,7 @@ from common import (  # bench/ is sys.path[0] when run as `python bench/ssh.py`
     Verdict,
     check_target,
     command_version,
+    compile_bytecode,
     core_count,
     fmt_seconds,
     load_average,
@@ -371,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             "ansible": command_version([ansible, "--version"]) if ansible else "not found",
             "sshd": command_version([sshd, "-V"]) + f" ({sshd})",
             "command": shlex.join([sys.executable, *sys.argv]),
+            "bytecode": compile_bytecode(ansflow),
             "rounds": f"{repeat} timed (median reported)" + (", after 1 warm-up" if warmup else ""),
         },
     )

@@ -130,6 +130,9 @@ class LocalRunner(Runner):
             raise RunnerError(f"working folder {command.workdir} is not a folder") from None
         except PermissionError as exc:
             raise RunnerError(f"{exc.filename or command.argv[0]}: permission denied") from None
+        except OSError as exc:
+            # NOTE: a file without a #! line that is not a program (ENOEXEC), among others.
+            raise RunnerError(f"cannot run {command.argv[0]}: {exc.strerror or exc}") from None
         pgid = process.pid
         assert process.stdout is not None and process.stderr is not None
         if command.stdin is not None:
@@ -260,6 +263,10 @@ def _read_until_done(process: subprocess.Popen[bytes], pgid: int, on_line: LineS
         process.stdout.close()
         process.stderr.close()
     if exited_at is None:
+        # NOTE: both pipes closed while the command still runs: it closed or redirected them
+        # (coreutils close stdout before they exit; `exec >log 2>&1`). It is not over yet; a
+        # cancel or timeout still reaches it through its group.
+        process.wait()
         kill_group(pgid)
 
 

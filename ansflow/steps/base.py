@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 from ansflow.cancel import CancelScope
 from ansflow.model import StepBase
-from ansflow.remote.base import Command, Runner
+from ansflow.remote.base import Command, Runner, RunnerError
+from ansflow.steps.direct import direct_argv
 
 
 class StepError(Exception):
@@ -81,7 +82,20 @@ class StepContext:
         return self.runner.run(command, keep, self.scope), lines
 
     def run_script(self, script: str, shell: str | None = None) -> int:
-        """Write `script` to a file and run it with bash (or `shell`), as SPEC's shell step says."""
+        """Write `script` to a file and run it with bash (or `shell`), as SPEC's shell step says.
+
+        On the local machine a script that is one plain command runs without the shell around it
+        (see `direct`); its status is the one bash would give, 128 + N for a signal.
+        """
+        if self.runner.host is None:
+            argv = direct_argv(script, shell, self.env, self.workdir)
+            if argv is not None:
+                try:
+                    code = self.run_command(argv)
+                except RunnerError:
+                    pass  # it could not be started after all: the shell says why
+                else:
+                    return 128 - code if code < 0 else code
         path = f"{self.temp_dir}/script"
         self.runner.write_file(path, script.encode("utf-8"), 0o700)
         return self.run_command(shell_argv(shell, path))
