@@ -827,52 +827,46 @@ class Executor:
         runner = self.setup.places.runner(node, host)
         local = host is None
         workdir = self._workdir(step, local)
-        temp_dir = runner.make_temp_dir()
-        output_path = f"{temp_dir}/output"
-        try:
-            runner.write_file(output_path, b"", 0o600)
-            env = self._environment(node, step, context, unit, attempt, output_path, local)
+        env = self._environment(node, step, context, unit, attempt, local)
 
-            def emit(stream: str, text: str) -> None:
-                self.events.put(
-                    StepOutput(
-                        self.run_id,
-                        step=node.id,
-                        host=unit.host_name,
-                        stream=stream,
-                        text=text,
-                        attempt=attempt,
-                    )
+        def emit(stream: str, text: str) -> None:
+            self.events.put(
+                StepOutput(
+                    self.run_id,
+                    step=node.id,
+                    host=unit.host_name,
+                    stream=stream,
+                    text=text,
+                    attempt=attempt,
                 )
-
-            services = dict(self.setup.places.services(node))
-            services["run_status"] = self.run_status()
-            ctx = StepContext(
-                run_id=self.run_id,
-                pipeline=self.plan.name,
-                step=step,
-                step_id=node.id,
-                host=unit.host_name,
-                attempt=attempt,
-                runner=runner,
-                workdir=workdir,
-                env=env,
-                scope=scope,
-                temp_dir=temp_dir,
-                output_path=output_path,
-                pipeline_dir=self.setup.pipeline_dir,
-                emit=emit,
-                services=services,
             )
+
+        services = dict(self.setup.places.services(node))
+        services["run_status"] = self.run_status()
+        ctx = StepContext(
+            run_id=self.run_id,
+            pipeline=self.plan.name,
+            step=step,
+            step_id=node.id,
+            host=unit.host_name,
+            attempt=attempt,
+            runner=runner,
+            workdir=workdir,
+            env=env,
+            scope=scope,
+            pipeline_dir=self.setup.pipeline_dir,
+            emit=emit,
+            services=services,
+        )
+        try:
             result = get_step_type(node.kind).execute(ctx)
-            outputs = parse_outputs(runner.read_file(output_path)) if not scope.cancelled else {}
-            outputs = {**result.outputs, **outputs}
+            outputs: dict[str, str] = dict(result.outputs)
+            if not scope.cancelled:
+                for data in ctx.written_outputs():
+                    outputs.update(parse_outputs(data))
             return result, outputs
         finally:
-            try:
-                runner.remove_tree(temp_dir)
-            except Exception:
-                pass
+            ctx.release()
 
     def _render_step(self, node: StepNode, context: dict[str, Any]) -> StepBase:
         """The step with every templated field rendered to text (`when` was decided already)."""
@@ -929,9 +923,10 @@ class Executor:
         context: dict[str, Any],
         unit: Unit,
         attempt: int,
-        output_path: str,
         local: bool,
     ) -> dict[str, str]:
+        """The step's environment; `ANSFLOW_OUTPUT` is added where its file is made (StepContext
+        or the runner's `run_script`)."""
         env: dict[str, str] = dict(os.environ) if local else {}
         if not local and "CI" in os.environ:
             env["CI"] = os.environ["CI"]
@@ -946,7 +941,6 @@ class Executor:
                 "ANSFLOW_STEP_ID": node.id,
                 "ANSFLOW_STEP_TYPE": node.kind,
                 "ANSFLOW_ATTEMPT": str(attempt),
-                "ANSFLOW_OUTPUT": output_path,
             }
         )
         if unit.host is not None:

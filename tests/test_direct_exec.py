@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ansflow.steps.direct import direct_argv
+from ansflow.remote.direct import direct_argv
 from tests.clihelp import Cli
 
 ENV = {"PATH": "/usr/bin:/bin"}

@@ -6,8 +6,10 @@ on SSH hosts; the executor picks the runner from the step's target.
 
 from __future__ import annotations
 
+import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,9 @@ from ansflow.cancel import CancelScope
 #: Called once per output line, with the stream name ("stdout" or "stderr") and the line without
 #: its newline. Called from reader threads; must be thread-safe and quick.
 LineSink = Callable[[str, str], None]
+
+#: The variable naming the file a step writes its outputs to (SPEC section 1).
+OUTPUT_ENV = "ANSFLOW_OUTPUT"
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,44 @@ class Command:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     stdin: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Script:
+    """A step's script for one attempt: run by `shell` (SPEC's shell step) in a folder of its own.
+
+    The runner makes the folder, writes the script and an empty `$ANSFLOW_OUTPUT` file there, adds
+    `ANSFLOW_OUTPUT` to `env`, and hands the file's content back. Doing all of it in the runner
+    lets an SSH host do it in the step's own exec, with no file transfers in between.
+    """
+
+    text: str
+    shell: str | None
+    env: dict[str, str]
+    workdir: str | None
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    """How a script ended, and what it wrote to `$ANSFLOW_OUTPUT` (None: nothing, or unknown)."""
+
+    status: int
+    outputs: bytes | None
+
+
+def shell_prefix(shell: str | None) -> list[str]:
+    """What runs a script file, whose path comes last: bash -e -o pipefail by default, `sh` is
+    `sh -e`, anything else is a command line of its own (`python3 -u`)."""
+    if shell in (None, "", "bash"):
+        return ["bash", "--noprofile", "--norc", "-e", "-o", "pipefail"]
+    if shell == "sh":
+        return ["sh", "-e"]
+    return shlex.split(shell)
+
+
+def shell_argv(shell: str | None, path: str) -> list[str]:
+    """The command that runs the script file at `path` with `shell` (see `shell_prefix`)."""
+    return [*shell_prefix(shell), path]
 
 
 class RunnerError(Exception):
@@ -46,6 +89,36 @@ class Runner(ABC):
         command's whole process group is killed and `run` returns promptly (the return value is then
         meaningless; callers look at `scope.reason`). Raises RunnerError when the place fails.
         """
+
+    def run_script(self, script: Script, on_line: LineSink, scope: CancelScope) -> ScriptResult:
+        """Run a step's script (see `Script`) in a new temporary folder, removed afterwards.
+
+        This one is made of the file operations below; a runner that can do better overrides it.
+        """
+        folder = self.make_temp_dir()
+        try:
+            output = f"{folder}/output"
+            self.write_file(output, b"", 0o600)
+            env = {**script.env, OUTPUT_ENV: output}
+            status = self.run_script_in(folder, script, env, on_line, scope)
+            return ScriptResult(status, None if scope.cancelled else self.read_file(output))
+        finally:
+            with suppress(Exception):
+                self.remove_tree(folder)
+
+    def run_script_in(
+        self,
+        folder: str,
+        script: Script,
+        env: dict[str, str],
+        on_line: LineSink,
+        scope: CancelScope,
+    ) -> int:
+        """Write the script into an existing `folder` and run it with its shell, with `env`."""
+        path = f"{folder}/script"
+        self.write_file(path, script.text.encode("utf-8"), 0o700)
+        command = Command(argv=shell_argv(script.shell, path), env=env, workdir=script.workdir)
+        return self.run(command, on_line, scope)
 
     @abstractmethod
     def make_temp_dir(self) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import IO
 
 from ansflow.cancel import CancelScope
-from ansflow.remote.base import Command, LineSink, Runner, RunnerError
+from ansflow.remote.base import Command, LineSink, Runner, RunnerError, Script
+from ansflow.remote.direct import direct_argv
 from ansflow.secrets import keep_back, pieces, safe_cut
 
 MAX_LINE = 64 * 1024
@@ -141,6 +142,28 @@ class LocalRunner(Runner):
             _read_until_done(process, pgid, on_line)
             code = process.wait()
         return code
+
+    def run_script_in(
+        self,
+        folder: str,
+        script: Script,
+        env: dict[str, str],
+        on_line: LineSink,
+        scope: CancelScope,
+    ) -> int:
+        """A script that is one plain command runs without the shell around it (see `direct`);
+        its status is then the one bash would give, 128 + N for a signal."""
+        argv = direct_argv(script.text, script.shell, env, script.workdir)
+        if argv is not None:
+            try:
+                status = self.run(
+                    Command(argv=argv, env=env, workdir=script.workdir), on_line, scope
+                )
+            except RunnerError:
+                pass  # it could not be started after all: the shell says why
+            else:
+                return 128 - status if status < 0 else status
+        return super().run_script_in(folder, script, env, on_line, scope)
 
     def make_temp_dir(self) -> str:
         return tempfile.mkdtemp(prefix="ansflow-")

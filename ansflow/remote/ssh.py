@@ -32,12 +32,21 @@ The login shell parses the exec line, so it must understand single quotes the PO
 dash, zsh, ksh; csh and fish work unless an argument holds a backslash). The host needs `sh`,
 `head -c`, `mktemp` and `kill`, which every Linux, BSD and macOS has.
 
-Step folders. A connection makes one private folder on the host when a step first needs one
-(`mktemp -d` under the host's $TMPDIR: the only exec besides the steps' own). Each step attempt
-gets a subfolder of it, made and removed over SFTP (`rm -rf` only when the step left more than
-ansflow wrote there). The private folder goes when the pool closes, hosts in parallel, waiting at
-most CLOSE_GIVE_UP for each; that of a connection that was lost is removed by the host's next
-connection, before anything else runs there.
+Script steps. A step's script (`run_script`: shell, build, test, deploy, security_scan) is one
+exec of _SCRIPT_WRAPPER, which does steps 1-4 above and, in between, makes the attempt's own
+folder (`mktemp -d` under the host's $TMPDIR, named on the pgid line), writes the script into it
+from stdin and creates the empty $ANSFLOW_OUTPUT file. After the shell ends it prints an end line
+with a random token and the size of the outputs file. No outputs: the folder is removed there and
+then, and the step took no SFTP and no other exec. Outputs: they are read over SFTP and the folder
+is removed when the pool closes. A step that did not end normally (cancel, timeout, lost
+connection) leaves its folder to the pool's close or to the host's next connection.
+
+Other step folders. A step type that needs a folder for more than its script (notify's command,
+fetch_code) gets a subfolder of the connection's private folder, which is made on first such use
+(`mktemp -d`); the subfolder is made and removed over SFTP (`rm -rf` only when the step left more
+than ansflow wrote there). The private folder goes when the pool closes, hosts in parallel,
+waiting at most CLOSE_GIVE_UP for each; that of a connection that was lost is removed by the
+host's next connection, before anything else runs there.
 """
 
 from __future__ import annotations
@@ -67,7 +76,15 @@ from typing import Any
 
 from ansflow.cancel import CancelScope
 from ansflow.inventory import Host
-from ansflow.remote.base import Command, LineSink, Runner, RunnerError
+from ansflow.remote.base import (
+    Command,
+    LineSink,
+    Runner,
+    RunnerError,
+    Script,
+    ScriptResult,
+    shell_prefix,
+)
 from ansflow.secrets import keep_back, pieces, safe_cut
 
 # NOTE: paramiko.config imports invoke (and with it unittest.mock and asyncio, 40-70 ms) only for
@@ -106,7 +123,7 @@ KEEPALIVE_COUNT = 3
 GLOBAL_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
 
-_PGID_LINE = re.compile(rb"^ansflow-pgid ([0-9]+)$")
+_PGID_LINE = re.compile(rb"^ansflow-pgid ([0-9]+)(?: (/.+))?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _WRAPPER = (
@@ -123,6 +140,30 @@ _WRAPPER = (
     '"~/"*) _ansflow_dir=$HOME/${_ansflow_dir#"~/"};; esac; '
     'if [ -n "$_ansflow_dir" ]; then cd -- "$_ansflow_dir" || exit 1; fi; '
     'unset _ansflow_dir; "$@"; exit $?'
+)
+
+#: A step's script in one exec (`SSHRunner.run_script`), after the same first steps as _WRAPPER:
+#: its own folder (`mktemp -d`, named on the pgid line so a lost step's folder can be removed
+#: later), the script from stdin (exactly SCRIPT_LENGTH bytes) and an empty $ANSFLOW_OUTPUT file
+#: there; then the shell with the script's path; then the END line with the size of the outputs.
+#: A folder with no outputs is removed at once; one with outputs stays until they are read.
+#:     exec sh -c SCRIPT_WRAPPER ansflow WORKDIR SCRIPT_LENGTH END SHELL...
+_SCRIPT_WRAPPER = (
+    '_ansflow_t=$(mktemp -d "${TMPDIR:-/tmp}/ansflow.XXXXXXXXXX") || exit 125; '
+    'printf \'ansflow-pgid %s %s\\n\' "$$" "$_ansflow_t"; '
+    'IFS= read -r _ansflow_env || exit 125; eval "$_ansflow_env" || exit 125; '
+    "unset _ansflow_env _ansflow_nl; "
+    'head -c "$2" >"$_ansflow_t/script" && : >"$_ansflow_t/output" || exit 125; '
+    "exec </dev/null; ANSFLOW_OUTPUT=$_ansflow_t/output; export ANSFLOW_OUTPUT; "
+    "_ansflow_dir=$1; _ansflow_end=$3; shift 3; "
+    'case $_ansflow_dir in "~") _ansflow_dir=$HOME;; '
+    '"~/"*) _ansflow_dir=$HOME/${_ansflow_dir#"~/"};; esac; '
+    'if [ -n "$_ansflow_dir" ]; then '
+    'cd -- "$_ansflow_dir" || { rm -rf -- "$_ansflow_t"; exit 1; }; fi; '
+    'unset _ansflow_dir; "$@" "$_ansflow_t/script"; _ansflow_s=$?; '
+    'if [ -s "$_ansflow_t/output" ]; then _ansflow_n=$(wc -c <"$_ansflow_t/output"); '
+    'else _ansflow_n=0; rm -rf -- "$_ansflow_t"; fi; '
+    'printf "%s %s\\n" "$_ansflow_end" "$_ansflow_n"; exit "$_ansflow_s"'
 )
 
 _KILL = (
@@ -1367,6 +1408,8 @@ class _Execution:
         self.channel = channel
         self.on_line = on_line
         self.pgid: int | None = None
+        #: The step's own folder, when its wrapper made one (run_script).
+        self.folder: str | None = None
         self.pgid_known = threading.Event()
         self.wake = threading.Event()
         self.stdout_done = threading.Event()
@@ -1393,6 +1436,8 @@ class _Execution:
             match = _PGID_LINE.match(line)
             if match:
                 self.pgid = int(match.group(1))
+                if match.group(2):
+                    self.folder = _decode(match.group(2))
                 self.pgid_known.set()
                 return
         self.on_line("stdout", _decode(line))
@@ -1532,20 +1577,83 @@ class SSHRunner(Runner):
             return CANCELLED_STATUS
         try:
             with self._channel(scope) as (conn, channel):
-                return self._execute(conn, channel, cmdline, env, command.stdin, on_line, scope)
+                execution = _Execution(channel, on_line)
+                return self._execute(conn, cmdline, env, command.stdin, execution, scope)
         except _Cancelled:
             return CANCELLED_STATUS
+
+    def run_script(self, script: Script, on_line: LineSink, scope: CancelScope) -> ScriptResult:
+        """The whole attempt in one exec (see _SCRIPT_WRAPPER): no SFTP unless the script wrote
+        outputs, and no helper commands. The folder of a step that did not end normally, or that
+        left outputs, is removed when the pool closes (or by the host's next connection)."""
+        data = script.text.encode("utf-8")
+        end = f"ansflow-done-{os.urandom(8).hex()}"
+        try:
+            cmdline = "exec " + shlex.join(
+                [
+                    "sh",
+                    "-c",
+                    _SCRIPT_WRAPPER,
+                    "ansflow",
+                    script.workdir or "",
+                    str(len(data)),
+                    end,
+                    *shell_prefix(script.shell),
+                ]
+            )
+            env = environment_line(script.env)
+        except ValueError as error:
+            raise SSHError(f"cannot run the step on host {self.host}: {error}", self.host) from None
+        if scope.cancelled:
+            return ScriptResult(CANCELLED_STATUS, None)
+        end_line = re.compile(rf"^(.*){end} *([0-9]+)$", re.DOTALL)
+        sizes: list[int] = []
+
+        def sink(stream: str, text: str) -> None:
+            if stream == "stdout" and end in text:
+                match = end_line.match(text)
+                if match:
+                    if match.group(1):
+                        on_line(stream, match.group(1))
+                    sizes.append(int(match.group(2)))
+                    return
+            on_line(stream, text)
+
+        execution: _Execution | None = None
+        try:
+            with self._channel(scope) as (conn, channel):
+                execution = _Execution(channel, sink)
+                status = self._execute(conn, cmdline, env, data, execution, scope)
+        except _Cancelled:
+            return ScriptResult(CANCELLED_STATUS, None)
+        except SSHError:
+            self._leave(execution)
+            raise
+        if sizes and sizes[-1] == 0:
+            return ScriptResult(status, None)
+        folder = self._leave(execution)
+        if folder is None or scope.cancelled or status == CANCELLED_STATUS:
+            return ScriptResult(status, None)
+        return ScriptResult(status, self.read_file(f"{folder}/output"))
+
+    def _leave(self, execution: _Execution | None) -> str | None:
+        """Leave the folder a script's wrapper made to the pool's cleanup; returns it."""
+        folder = execution.folder if execution is not None else None
+        if folder is None or posixpath.normpath(folder) in ("/", "") or not folder.startswith("/"):
+            return None
+        self.pool.leave_for_later(self.target, folder)
+        return folder
 
     def _execute(
         self,
         conn: _Connection,
-        channel: paramiko.Channel,
         cmdline: str,
         env: bytes,
         stdin: bytes | None,
-        on_line: LineSink,
+        execution: _Execution,
         scope: CancelScope,
     ) -> int:
+        channel = execution.channel
         try:
             channel.exec_command(cmdline)
             # The environment line is small (it fits the channel's window), so it goes out
@@ -1559,7 +1667,6 @@ class SSHRunner(Runner):
                 self.host,
                 "channel",
             ) from None
-        execution = _Execution(channel, on_line)
         execution.start(stdin)
         cancelled = threading.Event()
 

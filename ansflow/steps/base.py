@@ -7,17 +7,16 @@ everything around it: `when`, retries, timeouts, outputs, states and events.
 
 from __future__ import annotations
 
-import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ansflow.cancel import CancelScope
 from ansflow.model import StepBase
-from ansflow.remote.base import Command, Runner, RunnerError
-from ansflow.steps.direct import direct_argv
+from ansflow.remote.base import OUTPUT_ENV, Command, Runner, Script
 
 
 class StepError(Exception):
@@ -38,13 +37,31 @@ class StepContext:
     workdir: str | None
     env: dict[str, str]
     scope: CancelScope
-    temp_dir: str
-    output_path: str
     pipeline_dir: Path
     emit: Callable[[str, str], None]
     #: Extra services the executor offers (jenkins client, ssh settings); keyed by name.
     services: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    _folder: str | None = field(default=None, init=False, repr=False)
+    _script_outputs: list[bytes] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def temp_dir(self) -> str:
+        """The attempt's private folder, with the `$ANSFLOW_OUTPUT` file every later command gets.
+
+        Made on first use and removed by `release`: a step that only runs its script (see
+        `run_script`) needs none, which spares an SSH host the file transfers.
+        """
+        if self._folder is None:
+            self._folder = self.runner.make_temp_dir()
+            output = f"{self._folder}/output"
+            self.runner.write_file(output, b"", 0o600)
+            self.env[OUTPUT_ENV] = output
+        return self._folder
+
+    @property
+    def output_path(self) -> str:
+        return f"{self.temp_dir}/output"
 
     def resolve(self, path: str) -> str:
         """A path as the step's commands see it: relative ones are under the working folder.
@@ -64,6 +81,7 @@ class StepContext:
 
     def run_command(self, argv: list[str], stdin: bytes | None = None) -> int:
         """Run a program where the step runs, streaming its output."""
+        self.temp_dir  # noqa: B018 - its environment names the $ANSFLOW_OUTPUT file
         command = Command(argv=argv, env=self.env, workdir=self.workdir, stdin=stdin)
         return self.runner.run(command, self.emit, self.scope)
 
@@ -78,36 +96,40 @@ class StepContext:
             else:
                 self.emit(stream, text)
 
+        self.temp_dir  # noqa: B018 - its environment names the $ANSFLOW_OUTPUT file
         command = Command(argv=argv, env=self.env, workdir=self.workdir)
         return self.runner.run(command, keep, self.scope), lines
 
     def run_script(self, script: str, shell: str | None = None) -> int:
-        """Write `script` to a file and run it with bash (or `shell`), as SPEC's shell step says.
+        """Run `script` with bash (or `shell`), as SPEC's shell step says.
 
-        On the local machine a script that is one plain command runs without the shell around it
-        (see `direct`); its status is the one bash would give, 128 + N for a signal.
+        The runner writes it to a file in a folder of its own and reads `$ANSFLOW_OUTPUT` back
+        (on SSH in the step's one exec; locally a one-command script may skip the shell), unless
+        the attempt's folder exists already: then the script goes there.
         """
-        if self.runner.host is None:
-            argv = direct_argv(script, shell, self.env, self.workdir)
-            if argv is not None:
-                try:
-                    code = self.run_command(argv)
-                except RunnerError:
-                    pass  # it could not be started after all: the shell says why
-                else:
-                    return 128 - code if code < 0 else code
-        path = f"{self.temp_dir}/script"
-        self.runner.write_file(path, script.encode("utf-8"), 0o700)
-        return self.run_command(shell_argv(shell, path))
+        job = Script(text=script, shell=shell, env=self.env, workdir=self.workdir)
+        if self._folder is not None:
+            return self.runner.run_script_in(self._folder, job, self.env, self.emit, self.scope)
+        result = self.runner.run_script(job, self.emit, self.scope)
+        if result.outputs:
+            self._script_outputs.append(result.outputs)
+        return result.status
 
+    def written_outputs(self) -> list[bytes]:
+        """What the attempt's commands wrote to their `$ANSFLOW_OUTPUT` files, in order."""
+        data = list(self._script_outputs)
+        if self._folder is not None:
+            content = self.runner.read_file(f"{self._folder}/output")
+            if content:
+                data.append(content)
+        return data
 
-def shell_argv(shell: str | None, path: str) -> list[str]:
-    """bash -e -o pipefail by default; `sh` is `sh -e`; anything else gets the path appended."""
-    if shell in (None, "", "bash"):
-        return ["bash", "--noprofile", "--norc", "-e", "-o", "pipefail", path]
-    if shell == "sh":
-        return ["sh", "-e", path]
-    return [*shlex.split(shell), path]
+    def release(self) -> None:
+        """Remove the attempt's folder, if it was made; what is already gone is fine."""
+        folder, self._folder = self._folder, None
+        if folder is not None:
+            with suppress(Exception):
+                self.runner.remove_tree(folder)
 
 
 @dataclass

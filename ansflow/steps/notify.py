@@ -95,7 +95,7 @@ class Notify(StepType):
         ctx.env["ANSFLOW_MESSAGE"] = step.message
         path = f"{ctx.temp_dir}/script"
         ctx.runner.write_file(path, step.command.encode("utf-8"), 0o700)
-        from ansflow.steps.base import shell_argv
+        from ansflow.remote.base import shell_argv
 
         code = ctx.run_command(shell_argv(None, path), stdin=step.message.encode("utf-8") + b"\n")
         return StepResult.from_exit(code, "notify command")
