@@ -30,7 +30,7 @@ so the user's values reach the host only as quoted words, never as shell code. T
 
 The login shell parses the exec line, so it must understand single quotes the POSIX way (sh, bash,
 dash, zsh, ksh; csh and fish work unless an argument holds a backslash). The host needs `sh`,
-`head -c`, `mktemp` and `kill`, which every Linux, BSD and macOS has.
+`head -c`, `mktemp`, `wc`, `rm` and `kill`, which every Linux, BSD and macOS has.
 
 Script steps. A step's script (`run_script`: shell, build, test, deploy, security_scan) is one
 exec of _SCRIPT_WRAPPER, which does steps 1-4 above and, in between, makes the attempt's own
