@@ -156,3 +156,26 @@ def test_a_big_script_a_secret_in_it_and_a_missing_workdir(
     assert steps["nowhere"]["exit_code"] == 1
     assert "/no/such/folder/here" in logs(cli, "nowhere")
     assert leftovers(server) == []
+
+
+def test_a_host_without_its_temporary_folder_is_named_with_the_reason(
+    cli: Cli, sshd_hosts: SSHFixture
+) -> None:
+    [server] = sshd_hosts(1)
+    cli.write(
+        "p.yml",
+        target_block(sshd_hosts, ["host0"]) + "steps:\n  - {id: s, on: fleet, run: 'echo hi'}\n",
+    )
+    hidden = server.remote_tmp.with_name("tmp-hidden")
+    server.remote_tmp.rename(hidden)
+    try:
+        result = cli("run", "p.yml", "--output", "plain")
+    finally:
+        hidden.rename(server.remote_tmp)
+    assert result.code == 1, str(result)
+    [step] = cli.show()["steps"]
+    assert step["status"] == "failed"
+    assert step["error"].startswith(
+        f"cannot create a temporary folder on host host0 (127.0.0.1:{server.port}): "
+    )
+    assert "mktemp" in step["error"], step["error"]

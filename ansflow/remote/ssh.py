@@ -1608,8 +1608,12 @@ class SSHRunner(Runner):
             return ScriptResult(CANCELLED_STATUS, None)
         end_line = re.compile(rf"^(.*){end} *([0-9]+)$", re.DOTALL)
         sizes: list[int] = []
+        #: What the wrapper said before its first line: why it could not make the folder.
+        early: list[str] = []
 
         def sink(stream: str, text: str) -> None:
+            if stream == "stderr" and execution is not None and execution.pgid is None:
+                early.append(text)
             if stream == "stdout" and end in text:
                 match = end_line.match(text)
                 if match:
@@ -1629,6 +1633,13 @@ class SSHRunner(Runner):
         except SSHError:
             self._leave(execution)
             raise
+        if status == 125 and execution.pgid is None and not scope.cancelled:
+            reason = early[-1].strip() if early else "mktemp exited with status 125"
+            raise SSHError(
+                f"cannot create a temporary folder on host {conn.label}: {reason}",
+                self.host,
+                "file",
+            )
         if sizes and sizes[-1] == 0:
             return ScriptResult(status, None)
         folder = self._leave(execution)
