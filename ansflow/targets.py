@@ -149,6 +149,7 @@ class Places:
                 pass
         self._pools.clear()
         self._pools_by_settings.clear()
+        self.local.close()
 
 
 def ssh_settings(

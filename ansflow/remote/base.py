@@ -100,22 +100,16 @@ class Runner(ABC):
             output = f"{folder}/output"
             self.write_file(output, b"", 0o600)
             env = {**script.env, OUTPUT_ENV: output}
-            status = self.run_script_in(folder, script, env, on_line, scope)
+            status = self.run_script_file(f"{folder}/script", script, env, on_line, scope)
             return ScriptResult(status, None if scope.cancelled else self.read_file(output))
         finally:
             with suppress(Exception):
                 self.remove_tree(folder)
 
-    def run_script_in(
-        self,
-        folder: str,
-        script: Script,
-        env: dict[str, str],
-        on_line: LineSink,
-        scope: CancelScope,
+    def run_script_file(
+        self, path: str, script: Script, env: dict[str, str], on_line: LineSink, scope: CancelScope
     ) -> int:
-        """Write the script into an existing `folder` and run it with its shell, with `env`."""
-        path = f"{folder}/script"
+        """Write the script to `path` (in a private folder) and run it with its shell and `env`."""
         self.write_file(path, script.text.encode("utf-8"), 0o700)
         command = Command(argv=shell_argv(script.shell, path), env=env, workdir=script.workdir)
         return self.run(command, on_line, scope)

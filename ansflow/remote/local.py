@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob as globmod
+import itertools
 import os
 import selectors
 import shutil
@@ -11,11 +12,20 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
 from ansflow.cancel import CancelScope
-from ansflow.remote.base import Command, LineSink, Runner, RunnerError, Script
+from ansflow.remote.base import (
+    OUTPUT_ENV,
+    Command,
+    LineSink,
+    Runner,
+    RunnerError,
+    Script,
+    ScriptResult,
+)
 from ansflow.remote.direct import direct_argv
 from ansflow.secrets import keep_back, pieces, safe_cut
 
@@ -143,13 +153,29 @@ class LocalRunner(Runner):
             code = process.wait()
         return code
 
-    def run_script_in(
-        self,
-        folder: str,
-        script: Script,
-        env: dict[str, str],
-        on_line: LineSink,
-        scope: CancelScope,
+    def __init__(self) -> None:
+        self._folder: str | None = None
+        self._numbers = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def run_script(self, script: Script, on_line: LineSink, scope: CancelScope) -> ScriptResult:
+        """The script and its `$ANSFLOW_OUTPUT` file are two files in the run's private folder,
+        removed after the attempt: cheaper than a folder per attempt for runs of short steps."""
+        number = next(self._numbers)
+        folder = self._private_folder()
+        output, path = f"{folder}/{number}.output", f"{folder}/{number}.script"
+        try:
+            self.write_file(output, b"", 0o600)
+            env = {**script.env, OUTPUT_ENV: output}
+            status = self.run_script_file(path, script, env, on_line, scope)
+            return ScriptResult(status, None if scope.cancelled else self.read_file(output))
+        finally:
+            for name in (output, path):
+                with suppress(OSError):
+                    os.unlink(name)
+
+    def run_script_file(
+        self, path: str, script: Script, env: dict[str, str], on_line: LineSink, scope: CancelScope
     ) -> int:
         """A script that is one plain command runs without the shell around it (see `direct`);
         its status is then the one bash would give, 128 + N for a signal."""
@@ -163,7 +189,19 @@ class LocalRunner(Runner):
                 pass  # it could not be started after all: the shell says why
             else:
                 return 128 - status if status < 0 else status
-        return super().run_script_in(folder, script, env, on_line, scope)
+        return super().run_script_file(path, script, env, on_line, scope)
+
+    def _private_folder(self) -> str:
+        with self._lock:
+            if self._folder is None or not os.path.isdir(self._folder):
+                self._folder = tempfile.mkdtemp(prefix="ansflow-")
+            return self._folder
+
+    def close(self) -> None:
+        with self._lock:
+            folder, self._folder = self._folder, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def make_temp_dir(self) -> str:
         return tempfile.mkdtemp(prefix="ansflow-")

@@ -109,7 +109,8 @@ class StepContext:
         """
         job = Script(text=script, shell=shell, env=self.env, workdir=self.workdir)
         if self._folder is not None:
-            return self.runner.run_script_in(self._folder, job, self.env, self.emit, self.scope)
+            path = f"{self._folder}/script"
+            return self.runner.run_script_file(path, job, self.env, self.emit, self.scope)
         result = self.runner.run_script(job, self.emit, self.scope)
         if result.outputs:
             self._script_outputs.append(result.outputs)
