@@ -52,6 +52,9 @@ class StepContext:
         Made on first use and removed by `release`: a step that only runs its script (see
         `run_script`) needs none, which spares an SSH host the file transfers.
         """
+        return self._workspace()
+
+    def _workspace(self) -> str:
         if self._folder is None:
             self._folder = self.runner.make_temp_dir()
             output = f"{self._folder}/output"
@@ -81,7 +84,7 @@ class StepContext:
 
     def run_command(self, argv: list[str], stdin: bytes | None = None) -> int:
         """Run a program where the step runs, streaming its output."""
-        self.temp_dir  # noqa: B018 - its environment names the $ANSFLOW_OUTPUT file
+        self._workspace()  # for the $ANSFLOW_OUTPUT file its environment names
         command = Command(argv=argv, env=self.env, workdir=self.workdir, stdin=stdin)
         return self.runner.run(command, self.emit, self.scope)
 
@@ -96,7 +99,7 @@ class StepContext:
             else:
                 self.emit(stream, text)
 
-        self.temp_dir  # noqa: B018 - its environment names the $ANSFLOW_OUTPUT file
+        self._workspace()  # for the $ANSFLOW_OUTPUT file its environment names
         command = Command(argv=argv, env=self.env, workdir=self.workdir)
         return self.runner.run(command, keep, self.scope), lines
 
