@@ -6,6 +6,7 @@ statuses, messages and output either way, and that the shell is still used where
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -194,3 +195,31 @@ def test_a_command_that_closes_its_output_early_is_not_killed(cli: Cli) -> None:
     assert result.code == 0, str(result)
     assert (cli.cwd / "finished").exists()
     assert "before" in cli("logs", "last", "quiet").out
+
+
+def test_local_scripts_share_one_private_folder_that_comes_back_if_removed(tmp_path: Path) -> None:
+    import shutil
+
+    from ansflow.cancel import CancelScope
+    from ansflow.remote.base import Script
+    from ansflow.remote.local import LocalRunner
+
+    runner = LocalRunner()
+    lines: list[str] = []
+    script = Script(
+        text='echo "n=$ANSFLOW_OUTPUT" >> "$ANSFLOW_OUTPUT"; echo "$(dirname "$0")"',
+        shell=None,
+        env={"PATH": os.environ["PATH"]},
+        workdir=str(tmp_path),
+    )
+    first = runner.run_script(script, lambda _stream, text: lines.append(text), CancelScope())
+    folder = Path(lines[-1])
+    assert first.status == 0 and first.outputs is not None
+    assert first.outputs.decode().startswith(f"n={folder}/")
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert list(folder.iterdir()) == []  # the attempt's files went with it
+    shutil.rmtree(folder)  # what a cleaner of /tmp may do during a long run
+    second = runner.run_script(script, lambda _stream, text: lines.append(text), CancelScope())
+    assert second.status == 0 and Path(lines[-1]) != folder and Path(lines[-1]).is_dir()
+    runner.close()
+    assert not Path(lines[-1]).exists()
