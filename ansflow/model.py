@@ -131,22 +131,12 @@ class SSHTarget(Model):
     @field_validator("password")
     @classmethod
     def _password_is_a_secret(cls, value: str | None) -> str | None:
-        # NOTE: a literal password would be stored and printed as written: only declared
-        # secrets are masked (SPEC section 1, Secrets).
-        if value is None:
-            return None
-        text = value.strip()
-        inner = text[3:-2].strip() if text.startswith("${{") and text.endswith("}}") else ""
-        context, _, name = inner.partition(".")
-        if context != "secrets" or not (name.isascii() and name.isidentifier()):
-            # NOTE: the message says "got" itself so the loader does not repeat the value.
-            raise ValueError(
-                "must be a ${{ secrets.NAME }} reference; got a literal value, which would be "
-                "stored and shown unmasked: declare a secret (`secrets: [SSH_PASSWORD]`, its "
-                "value from the environment or --secrets-file) and write "
-                "`password: ${{ secrets.SSH_PASSWORD }}`"
-            )
-        return value
+        return reference_only(
+            value,
+            ("secrets",),
+            "declare a secret (`secrets: [SSH_PASSWORD]`, its value from the environment or "
+            "--secrets-file) and write `password: ${{ secrets.SSH_PASSWORD }}`",
+        )
 
     @field_validator("keepalive")
     @classmethod
@@ -156,16 +146,50 @@ class SSHTarget(Model):
         return value
 
 
+def reference_only(value: str | None, contexts: tuple[str, ...], advice: str) -> str | None:
+    """A credential must be one `${{ context.NAME }}` reference, never the value itself.
+
+    A literal would be stored with the run's pipeline text and shown as written: only declared
+    secrets are masked (SPEC section 1, Secrets).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    inner = text[3:-2].strip() if text.startswith("${{") and text.endswith("}}") else ""
+    context, _, name = inner.partition(".")
+    if context not in contexts or not (name.isascii() and name.isidentifier()):
+        forms = " or ".join(f"${{{{ {c}.NAME }}}}" for c in contexts)
+        # NOTE: the message says "got" itself so the loader does not repeat the value.
+        raise ValueError(
+            f"must be a {forms} reference; got a literal value, which would be stored and "
+            f"shown unmasked: {advice}"
+        )
+    return value
+
+
 class JenkinsTarget(Model):
     """A Jenkins server reached with python-jenkins."""
 
     type: Literal["jenkins"]
     url: str
     user: str | None = None
-    token: str | None = Field(default=None, description="a ${{ secrets.X }} reference")
+    token: str | None = Field(
+        default=None,
+        description="a ${{ secrets.X }} (or ${{ env.X }}) reference; default $JENKINS_TOKEN",
+    )
     verify: Flag = True
     job_prefix: str = "ansflow-"
     timeout: Duration = 30.0
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_a_reference(cls, value: str | None) -> str | None:
+        return reference_only(
+            value,
+            ("secrets", "env"),
+            "declare a secret (`secrets: [JENKINS_TOKEN]`) and write "
+            "`token: ${{ secrets.JENKINS_TOKEN }}`, or leave `token` out to use $JENKINS_TOKEN",
+        )
 
     @field_validator("url")
     @classmethod

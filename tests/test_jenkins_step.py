@@ -47,7 +47,15 @@ def emu() -> Iterator[JenkinsEmulator]:
 @pytest.fixture
 def jcli(tmp_path: Path) -> Cli:
     """The CLI with the token in the environment and a short window for losing Jenkins."""
-    return Cli(tmp_path, env={"JT": TOKEN, "ANSFLOW_JENKINS_RETRY_WINDOW": "20"})
+    return Cli(
+        tmp_path,
+        env={
+            "JT": TOKEN,
+            "JT_WRONG": "wrong",
+            "JT_VIEWER": VIEWER_TOKEN,
+            "ANSFLOW_JENKINS_RETRY_WINDOW": "20",
+        },
+    )
 
 
 @pytest.fixture
@@ -402,8 +410,8 @@ def test_every_refusal_is_one_clear_line_naming_the_url_and_the_job(
     emu.add_freestyle_job("shop", "echo hi")
     closed = f"http://127.0.0.1:{closed_port()}/"
     targets = (
-        target("badtoken", emu.url, token="wrong")
-        + target("viewer", emu.url, user=VIEWER, token=VIEWER_TOKEN)
+        target("badtoken", emu.url, token="${{ env.JT_WRONG }}")
+        + target("viewer", emu.url, user=VIEWER, token="${{ env.JT_VIEWER }}")
         + target("gone", closed)
     )
     steps = "".join(
@@ -563,10 +571,47 @@ CONTEXT: dict[str, Any] = {"secrets": {"JT": TOKEN}, "env": {}, "vars": {}}
 
 def test_tls_is_verified_unless_verify_false_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONHTTPSVERIFY", "0")  # python-jenkins would turn verification off
-    default = connect("ci", spec("https://ci.example", user=USER, token="t"), {}, CONTEXT)
+    default = connect(
+        "ci", spec("https://ci.example", user=USER, token="${{ secrets.JT }}"), {}, CONTEXT
+    )
     assert default.verify is True and default._server._session.verify is True
-    off = connect("ci", spec("https://ci.example", user=USER, token="t", verify=False), {}, CONTEXT)
+    off = connect(
+        "ci",
+        spec("https://ci.example", user=USER, token="${{ secrets.JT }}", verify=False),
+        {},
+        CONTEXT,
+    )
     assert off._server._session.verify is False
+
+
+@pytest.mark.parametrize(
+    ("written", "accepted"),
+    [
+        ("s3cr3t-api-token", False),
+        ("'${{ vars.token }}'", False),
+        ("'prefix-${{ secrets.JT }}'", False),
+        ("'${{ secrets.JT }}'", True),
+        ("'${{ env.JENKINS_API_TOKEN }}'", True),
+    ],
+)
+def test_a_jenkins_token_must_be_a_reference(cli: Cli, written: str, accepted: bool) -> None:
+    cli.write(
+        "p.yml",
+        "version: 1\nsecrets: [JT]\nvars: {token: x}\ntargets:\n  ci:\n"
+        f"    type: jenkins\n    url: http://127.0.0.1:9/\n    user: robot\n    token: {written}\n"
+        "steps:\n  - {id: a, type: jenkins, on: ci, job: shop}\n",
+    )
+    result = cli("validate", "p.yml")
+    if accepted:
+        assert result.code == 0, result
+        return
+    assert result.code == 2, result
+    text = result.out + result.err
+    assert (
+        "p.yml:9:12: target 'ci': `token`: must be a ${{ secrets.NAME }} or ${{ env.NAME }} "
+        "reference; got a literal value" in text
+    ), text
+    assert "s3cr3t-api-token" not in text and "    token: ***" in text
 
 
 def test_credentials_come_from_a_secret_or_the_environment() -> None:
@@ -654,18 +699,21 @@ def test_targets_check_reports_version_user_and_jobs(emu: JenkinsEmulator) -> No
     assert checks[0].detail == f"Jenkins 2.462.3 at {emu.url}, as robot"
     assert checks[1].detail == "FreeStyleProject, parameters: BRANCH"
     assert checks[2].error == f"Jenkins {emu.url}: job 'nope' not found (HTTP 404)"
-    wrong = check_jenkins("ci", spec(emu.url, user=USER, token="bad"), {}, CONTEXT, ["shop"])
+    bad = {**CONTEXT, "env": {"BAD": "bad"}}
+    wrong = check_jenkins("ci", spec(emu.url, user=USER, token="${{ env.BAD }}"), {}, bad, ["shop"])
     assert len(wrong) == 1 and not wrong[0].ok
     assert "user 'robot' was refused (HTTP 401" in (wrong[0].error or "")
 
 
 def test_targets_check_verifies_tls_unless_told_not_to(tls_proxy: str) -> None:
-    strict = check_jenkins("ci", spec(tls_proxy, user=USER, token=TOKEN), {}, CONTEXT, [])
+    strict = check_jenkins(
+        "ci", spec(tls_proxy, user=USER, token="${{ secrets.JT }}"), {}, CONTEXT, []
+    )
     assert not strict[0].ok
     assert (strict[0].error or "").startswith(f"Jenkins {tls_proxy}: TLS check failed")
     assert "`verify: false` on target 'ci'" in (strict[0].error or "")
     lax = check_jenkins(
-        "ci", spec(tls_proxy, user=USER, token=TOKEN, verify=False), {}, CONTEXT, []
+        "ci", spec(tls_proxy, user=USER, token="${{ secrets.JT }}", verify=False), {}, CONTEXT, []
     )
     assert lax[0].ok, lax
     assert lax[0].detail.endswith(", TLS NOT verified")

@@ -42,7 +42,7 @@ def emu() -> Iterator[JenkinsEmulator]:
 
 @pytest.fixture
 def jcli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path, env={"JT": TOKEN})
+    return Cli(tmp_path, env={"JT": TOKEN, "JT_WRONG": "wrong"})
 
 
 @pytest.fixture
@@ -356,7 +356,7 @@ def test_jenkins_skipping_steps_that_do_not_need_the_failed_one_is_said_up_front
 
 
 def test_refused_credentials_end_the_run_with_one_message(emu: JenkinsEmulator, jcli: Cli) -> None:
-    jcli.write("p.yml", remote(emu.url, "  - {id: a, run: 'true'}\n", token="wrong"))
+    jcli.write("p.yml", remote(emu.url, "  - {id: a, run: 'true'}\n", token="${{ env.JT_WRONG }}"))
     result = run_remote(jcli)
     assert result.code == 1, str(result)
     assert result.err.strip() == (
