@@ -35,11 +35,11 @@ class Command:
 
 @dataclass(frozen=True)
 class Script:
-    """A step's script for one attempt: run by `shell` (SPEC's shell step) in a folder of its own.
+    """A step's script for one attempt, run by `shell` (SPEC's shell step).
 
-    The runner makes the folder, writes the script and an empty `$ANSFLOW_OUTPUT` file there, adds
-    `ANSFLOW_OUTPUT` to `env`, and hands the file's content back. Doing all of it in the runner
-    lets an SSH host do it in the step's own exec, with no file transfers in between.
+    The runner writes the script and an empty `$ANSFLOW_OUTPUT` file into a private folder, adds
+    `ANSFLOW_OUTPUT` to `env`, runs it and hands the file's content back. Doing all of it in the
+    runner lets an SSH host do it in the step's own exec, with no file transfers in between.
     """
 
     text: str
