@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clihelp import Cli
+from tests.clihelp import Cli, alive, wait_for
 from tests.ssh_fixtures import SSHFixture, SSHServer, target_block
 
 pytestmark = pytest.mark.ssh
@@ -179,3 +179,117 @@ def test_a_host_without_its_temporary_folder_is_named_with_the_reason(
         f"cannot create a temporary folder on host host0 (127.0.0.1:{server.port}): "
     )
     assert "mktemp" in step["error"], step["error"]
+
+
+# -- when ansflow goes away -----------------------------------------------------------------------
+
+
+def marker_pids(marker: str) -> list[int]:
+    return [p for p in _pids() if _cmdline_has(Path(f"/proc/{p}"), marker) and alive(p)]
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+@pytest.mark.parametrize("how", ["script", "command"])
+def test_steps_on_a_host_stop_when_ansflow_is_killed(
+    cli: Cli, sshd_hosts: SSHFixture, tmp_path: Path, how: str
+) -> None:
+    sshd_hosts(1)
+    marker = f"ansflow-orphan-{os.urandom(4).hex()}"
+    started = tmp_path / "started"
+    # A script step, and notify's `command`, which runs through the plain command wrapper.
+    step = (
+        f"{{id: s, on: fleet, run: 'touch {started}; exec -a {marker} sleep 300'}}"
+        if how == "script"
+        else f"{{id: s, type: notify, on: fleet, command: 'touch {started}; "
+        f"exec -a {marker} sleep 300'}}"
+    )
+    cli.write("p.yml", target_block(sshd_hosts, ["host0"]) + f"steps:\n  - {step}\n")
+    proc = cli.popen("run", "p.yml", "-o", "plain")
+    try:
+        wait_for(started.exists, "the step to start on host0")
+        wait_for(lambda: marker_pids(marker), "its sleep")
+        proc.kill()
+        proc.wait(timeout=30)
+        # sshd sees the connection close; the step's process group on the host goes with it.
+        wait_for(lambda: not marker_pids(marker), "the host's processes to stop", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in marker_pids(marker):
+            os.kill(pid, 9)
+
+
+def test_what_a_finished_step_started_in_the_background_keeps_running(
+    cli: Cli, sshd_hosts: SSHFixture
+) -> None:
+    sshd_hosts(1)
+    marker = f"ansflow-daemon-{os.urandom(4).hex()}"
+    cli.write(
+        "p.yml",
+        target_block(sshd_hosts, ["host0"])
+        + f'steps:\n  - {{id: s, on: fleet, run: \'nohup bash -c "exec -a {marker} sleep 300"'
+        " >/dev/null 2>&1 &'}\n",
+    )
+    try:
+        result = cli("run", "p.yml", "-o", "plain")
+        assert result.code == 0, str(result)
+        # A deploy's `nohup server &` outlives the step, as with ssh or Ansible.
+        assert marker_pids(marker)
+    finally:
+        for pid in marker_pids(marker):
+            os.kill(pid, 9)
+
+
+def _parent(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_a_lost_connection_stops_the_attempt_before_its_retry(
+    cli: Cli, sshd_hosts: SSHFixture, tmp_path: Path
+) -> None:
+    sshd_hosts(1)
+    marker = f"ansflow-lost-{os.urandom(4).hex()}"
+    first = tmp_path / "first"
+    cli.write(
+        "p.yml",
+        target_block(sshd_hosts, ["host0"])
+        + f"""
+steps:
+  - id: s
+    on: fleet
+    retries: 1
+    retry_delay: 0.5s
+    run: |
+      if [ ! -e {first} ]; then touch {first}; exec -a {marker} sleep 300; fi
+      ps -eo pid,args > {tmp_path}/seen-by-the-retry
+      echo second attempt
+""",
+    )
+    proc = cli.popen("run", "p.yml", "-o", "plain")
+    try:
+        wait_for(lambda: marker_pids(marker), "the first attempt's sleep")
+        [pid] = marker_pids(marker)
+        session = pid
+        while session > 1 and Path(f"/proc/{session}/comm").read_text().strip() != "sshd":
+            session = _parent(session)
+        assert session > 1, "no sshd above the step"
+        os.kill(session, 9)  # the host side of the connection dies; the host itself lives
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for left in marker_pids(marker):
+            os.kill(left, 9)
+    assert proc.returncode == 0, out
+    assert "second attempt" in logs(cli, "s")
+    # The first attempt was stopped before the retry started, not merely at some point.
+    assert marker not in (tmp_path / "seen-by-the-retry").read_text()
+    assert not alive(pid)

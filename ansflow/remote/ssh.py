@@ -25,7 +25,12 @@ so the user's values reach the host only as quoted words, never as shell code. T
    before the program starts. The client never sends end-of-file and never writes after the
    program may have ended: paramiko can put such a message behind its CLOSE, and sshd answers a
    message for a closed channel by dropping the whole connection (every step on that host);
-4. changes to WORKDIR (empty: the login folder; `~` and `~/...` mean the home folder) and runs
+4. starts a watcher of the channel's stdin (_WATCH), which the wrapper kills when the program
+   ends. Seeing the channel close first means ansflow is gone (killed with -9, or the
+   connection lost): the watcher stops the step's process group, so the step does not run on
+   unseen, and a retry never runs beside the attempt it replaces. What the step started in the
+   background and left running when it ended normally (`nohup server &`) is not touched;
+5. changes to WORKDIR (empty: the login folder; `~` and `~/...` mean the home folder) and runs
    the program as a child, so a program killed by a signal still yields a status (128 + signal).
 
 The login shell parses the exec line, so it must understand single quotes the POSIX way (sh, bash,
@@ -33,7 +38,7 @@ dash, zsh, ksh; csh and fish work unless an argument holds a backslash). The hos
 `head -c`, `mktemp`, `wc`, `rm` and `kill`, which every Linux, BSD and macOS has.
 
 Script steps. A step's script (`run_script`: shell, build, test, deploy, security_scan) is one
-exec of _SCRIPT_WRAPPER, which does steps 1-4 above and, in between, makes the attempt's own
+exec of _SCRIPT_WRAPPER, which does steps 1-5 above and, in between, makes the attempt's own
 folder (`mktemp -d` under the host's $TMPDIR, named on the pgid line), writes the script into it
 from stdin and creates the empty $ANSFLOW_OUTPUT file. After the shell ends it prints an end line
 with a random token and the size of the outputs file. No outputs: the folder is removed there and
@@ -126,20 +131,32 @@ DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
 _PGID_LINE = re.compile(rb"^ansflow-pgid ([0-9]+)(?: (/.+))?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+#: Started once the wrapper has read what the client sends: a watcher of the channel's stdin
+#: (fd 3), which ends only when the channel goes. The wrapper kills it when the program ended;
+#: if it sees the end first, ansflow is gone (killed, or the connection lost): it stops the
+#: step's process group (TERM, KILL 2 s later), so no step runs on with nobody to report to.
+_WATCH = (
+    "exec 3<&0; { while IFS= read -r _ansflow_x; do :; done; trap '' TERM; "
+    "kill -TERM -$$ 2>/dev/null; sleep 2; kill -KILL -$$ 2>/dev/null; } <&3 >/dev/null 2>&1 & "
+    "_ansflow_w=$!; exec 3<&-; "
+)
+_UNWATCH = 'kill -KILL "$_ansflow_w" 2>/dev/null; '
+
 _WRAPPER = (
     "printf 'ansflow-pgid %s\\n' \"$$\"; "
     'IFS= read -r _ansflow_env || exit 125; eval "$_ansflow_env" || exit 125; '
     "unset _ansflow_env _ansflow_nl; "
     "_ansflow_dir=$1; _ansflow_in=$2; shift 2; "
-    'if [ "$_ansflow_in" = 0 ]; then exec </dev/null; '
-    "else _ansflow_f=$(mktemp) || exit 125; "
-    'head -c "$_ansflow_in" >"$_ansflow_f" && exec <"$_ansflow_f"; _ansflow_s=$?; '
-    'rm -f "$_ansflow_f"; [ "$_ansflow_s" = 0 ] || exit 125; fi; '
-    "unset _ansflow_in _ansflow_f _ansflow_s; "
+    'if [ "$_ansflow_in" != 0 ]; then _ansflow_f=$(mktemp) || exit 125; '
+    'head -c "$_ansflow_in" >"$_ansflow_f" || { rm -f "$_ansflow_f"; exit 125; }; fi; '
+    + _WATCH
+    + 'if [ "$_ansflow_in" = 0 ]; then exec </dev/null; '
+    'else exec <"$_ansflow_f"; rm -f "$_ansflow_f"; fi; '
+    "unset _ansflow_in _ansflow_f; "
     'case $_ansflow_dir in "~") _ansflow_dir=$HOME;; '
     '"~/"*) _ansflow_dir=$HOME/${_ansflow_dir#"~/"};; esac; '
-    'if [ -n "$_ansflow_dir" ]; then cd -- "$_ansflow_dir" || exit 1; fi; '
-    'unset _ansflow_dir; "$@"; exit $?'
+    'if [ -n "$_ansflow_dir" ]; then cd -- "$_ansflow_dir" || { ' + _UNWATCH + "exit 1; }; fi; "
+    'unset _ansflow_dir; "$@"; _ansflow_s=$?; ' + _UNWATCH + 'exit "$_ansflow_s"'
 )
 
 #: A step's script in one exec (`SSHRunner.run_script`), after the same first steps as _WRAPPER:
@@ -154,14 +171,16 @@ _SCRIPT_WRAPPER = (
     'IFS= read -r _ansflow_env || exit 125; eval "$_ansflow_env" || exit 125; '
     "unset _ansflow_env _ansflow_nl; "
     'head -c "$2" >"$_ansflow_t/script" && : >"$_ansflow_t/output" || exit 125; '
-    "exec </dev/null; ANSFLOW_OUTPUT=$_ansflow_t/output; export ANSFLOW_OUTPUT; "
+    + _WATCH
+    + "exec </dev/null; ANSFLOW_OUTPUT=$_ansflow_t/output; export ANSFLOW_OUTPUT; "
     "_ansflow_dir=$1; _ansflow_end=$3; shift 3; "
     'case $_ansflow_dir in "~") _ansflow_dir=$HOME;; '
     '"~/"*) _ansflow_dir=$HOME/${_ansflow_dir#"~/"};; esac; '
     'if [ -n "$_ansflow_dir" ]; then '
-    'cd -- "$_ansflow_dir" || { rm -rf -- "$_ansflow_t"; exit 1; }; fi; '
+    'cd -- "$_ansflow_dir" || { ' + _UNWATCH + 'rm -rf -- "$_ansflow_t"; exit 1; }; fi; '
     'unset _ansflow_dir; "$@" "$_ansflow_t/script"; _ansflow_s=$?; '
-    'if [ -s "$_ansflow_t/output" ]; then _ansflow_n=$(wc -c <"$_ansflow_t/output"); '
+    + _UNWATCH
+    + 'if [ -s "$_ansflow_t/output" ]; then _ansflow_n=$(wc -c <"$_ansflow_t/output"); '
     'else _ansflow_n=0; rm -rf -- "$_ansflow_t"; fi; '
     'printf "%s %s\\n" "$_ansflow_end" "$_ansflow_n"; exit "$_ansflow_s"'
 )
