@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import tempfile
 
 #: In every local step's environment: `pid:start time` of the ansflow process that started it,
 #: so that the processes a killed ansflow left behind can be found and stopped.
@@ -70,9 +72,29 @@ def owner_token(pid: int, started: str | None) -> str:
     return f"{pid}:{started or ''}"
 
 
+def temp_prefix(token: str) -> str:
+    """The name prefix of the private temporary folder of the ansflow process `token` names."""
+    return "ansflow-" + token.replace(":", "-") + "-"
+
+
+def remove_temp_folders(token: str) -> None:
+    """Remove the private temporary folders the (dead) ansflow process `token` names left: its
+    steps' scripts and outputs, which may hold secrets. Only the usual temporary folder is
+    looked at; one under another $TMPDIR stays."""
+    prefix = temp_prefix(token)
+    try:
+        with os.scandir(tempfile.gettempdir()) as entries:
+            found = [e.path for e in entries if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for path in found:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def stop_orphans(token: str) -> int:
-    """SIGKILL the process groups of steps started by the (dead) ansflow process `token` names;
-    returns how many groups were stopped.
+    """SIGKILL the process groups of steps started by the (dead) ansflow process `token` names,
+    and remove its temporary folder; returns how many groups were stopped.
 
     After `kill -9` of ansflow its steps run on, re-parented, and `resume` would start a second
     copy beside them. They are found by the OWNER_ENV value they inherited (pid plus start time,
@@ -103,4 +125,5 @@ def stop_orphans(token: str) -> int:
             stopped += 1
         except OSError:
             continue
+    remove_temp_folders(token)
     return stopped

@@ -90,7 +90,10 @@ def test_the_steps_a_killed_ansflow_left_are_stopped_when_its_run_is_closed(
     other = cli.popen("run", "other.yml")
     procs.append(other)
     wait_for(lambda: (cli.cwd / "other.started").exists(), "the other run")
-    proc = cli.popen("run", "p.yml")
+    tmp = cli.cwd / "tmp"
+    tmp.mkdir()
+    own_tmp = {"TMPDIR": str(tmp)}
+    proc = cli.popen("run", "p.yml", env=own_tmp)
     procs.append(proc)
     wait_for(lambda: (cli.cwd / "slow.started").exists(), "the slow step to start")
     step, child = (int((cli.cwd / f"{n}.pid").read_text()) for n in ("slow", "child"))
@@ -98,10 +101,15 @@ def test_the_steps_a_killed_ansflow_left_are_stopped_when_its_run_is_closed(
     proc.wait()
     try:
         assert alive(step) and alive(child)
-        result = cli("repair")
+        # The killed ansflow's private folder (the step's script) is still there...
+        mine = f"ansflow-{proc.pid}-"
+        assert len([p for p in tmp.iterdir() if p.name.startswith(mine)]) == 1
+        result = cli("repair", env=own_tmp)
         assert result.code == 0, result
         assert "stopped 1 step process group(s) it left running" in result.out
         wait_for(lambda: not alive(step) and not alive(child), "the leftovers to be stopped", 10)
+        # ...and goes with its run (the lock folder `ansflow-UID` stays).
+        assert [p for p in tmp.iterdir() if p.name.startswith(mine)] == []
         assert cli.show("2")["run"]["status"] == "interrupted"
         # The other run's step belongs to a live ansflow: untouched.
         assert cli.statuses("1") == {"wait": "running"}

@@ -16,6 +16,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
+from ansflow import procinfo
 from ansflow.cancel import CancelScope
 from ansflow.remote.base import (
     OUTPUT_ENV,
@@ -192,9 +193,12 @@ class LocalRunner(Runner):
         return super().run_script_file(path, script, env, on_line, scope)
 
     def _private_folder(self) -> str:
+        """This ansflow's folder under the temporary folder, named after the process (see
+        `procinfo.temp_prefix`) so that closing its run after a kill -9 can remove it."""
         with self._lock:
             if self._folder is None or not os.path.isdir(self._folder):
-                self._folder = tempfile.mkdtemp(prefix="ansflow-")
+                owner = procinfo.owner_token(*procinfo.current()[:2])
+                self._folder = tempfile.mkdtemp(prefix=procinfo.temp_prefix(owner))
             return self._folder
 
     def close(self) -> None:
@@ -204,7 +208,7 @@ class LocalRunner(Runner):
             shutil.rmtree(folder, ignore_errors=True)
 
     def make_temp_dir(self) -> str:
-        return tempfile.mkdtemp(prefix="ansflow-")
+        return tempfile.mkdtemp(prefix="step-", dir=self._private_folder())
 
     def remove_tree(self, path: str) -> None:
         # NOTE: a step's temp folder holds two or three plain files; unlinking them directly is
