@@ -97,6 +97,22 @@ class Cli:
         }
 
 
+def marker_procs(marker: str) -> list[int]:
+    """Live pids whose command line holds `marker` (what a step left running, locally or on the
+    test's 'remote' sshd hosts, which are this machine)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
 def alive(pid: int) -> bool:
     """A pid that exists and is not a zombie waiting to be reaped (a killed child may linger)."""
     try:

@@ -208,6 +208,10 @@ class SSHServer:
         server's alone, so a test can count it while other tests use /tmp."""
         return self.directory / "tmp"
 
+    def temp_folders(self) -> list[Path]:
+        """ansflow's temporary folders on this host (`ansflow.*` under its TMPDIR)."""
+        return sorted(self.remote_tmp.glob("ansflow.*"))
+
     def write_config(self) -> None:
         lines = [
             f"ListenAddress 127.0.0.1:{self.port}",

@@ -15,17 +15,12 @@ import pytest
 
 from ansflow.remote import ssh
 from tests.clihelp import Cli, Events, wait_for
-from tests.ssh_fixtures import SSHFixture, SSHServer, free_port, target_block
+from tests.ssh_fixtures import SSHFixture, free_port, target_block
 
 pytestmark = pytest.mark.ssh
 
 #: Upper bound for what normally takes milliseconds (process start, a login on 127.0.0.1).
 SLACK = 4.0
-
-
-def temp_folders(server: SSHServer) -> list[Path]:
-    """ansflow's temporary folders on the host (each server has its own TMPDIR)."""
-    return sorted(server.remote_tmp.glob("ansflow.*"))
 
 
 # -- 1. a host that freezes mid-step -------------------------------------------------------------
@@ -88,13 +83,13 @@ steps:
     try:
         events = Events(proc, 120.0)
         wait_for(started.exists, "the first attempt")
-        assert len(temp_folders(server)) == 1
+        assert len(server.temp_folders()) == 1
         server.kill()
         # The first attempt is over (its cleanup found the host gone) before the host is back.
         events.until(
             lambda e: e["event"] == "step_state" and e.get("status") == "retrying", "the retry"
         )
-        assert len(temp_folders(server)) == 1
+        assert len(server.temp_folders()) == 1
         server.restart()
         code = events.finish()
     finally:
@@ -103,7 +98,7 @@ steps:
             proc.wait()
     assert code == 0, events.seen
     assert "second attempt" in cli("logs", "last").out
-    assert temp_folders(server) == []
+    assert server.temp_folders() == []
 
 
 # -- 3. targets check --json ---------------------------------------------------------------------
@@ -284,7 +279,7 @@ def test_a_short_keepalive_notices_a_frozen_host_in_seconds(
     )
     assert noticed < 1 + ssh.KEEPALIVE_COUNT + SLACK
     # Its folder waits for the host to come back instead of holding the step's end.
-    assert len(temp_folders(server)) == 1
+    assert len(server.temp_folders()) == 1
 
 
 @pytest.mark.parametrize(

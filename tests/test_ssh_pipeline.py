@@ -15,25 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.clihelp import Cli, alive, wait_for
+from tests.clihelp import Cli, marker_procs, wait_for
 from tests.ssh_fixtures import SSHFixture, target_block
 
 pytestmark = pytest.mark.ssh
-
-
-def marker_procs(marker: str) -> list[int]:
-    """Pids whose command line holds `marker` (processes left on the 'remote' hosts)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 def test_a_step_on_three_hosts_has_a_row_output_and_outputs_per_host(

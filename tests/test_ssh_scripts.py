@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clihelp import Cli, alive, wait_for
+from tests.clihelp import Cli, alive, marker_procs, wait_for
 from tests.ssh_fixtures import SSHFixture, SSHServer, target_block
 
 pytestmark = pytest.mark.ssh
@@ -112,15 +112,8 @@ steps:
     assert result.code == 1, str(result)
     [step] = cli.show()["steps"]
     assert step["status"] == "timed_out"
-    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, marker)]
+    assert not marker_procs(marker)
     assert leftovers(server) == []
-
-
-def _cmdline_has(proc: Path, text: str) -> bool:
-    try:
-        return text in (proc / "cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
 
 
 def test_a_big_script_a_secret_in_it_and_a_missing_workdir(
@@ -184,14 +177,6 @@ def test_a_host_without_its_temporary_folder_is_named_with_the_reason(
 # -- when ansflow goes away -----------------------------------------------------------------------
 
 
-def marker_pids(marker: str) -> list[int]:
-    return [p for p in _pids() if _cmdline_has(Path(f"/proc/{p}"), marker) and alive(p)]
-
-
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
 @pytest.mark.parametrize("how", ["script", "command"])
 def test_steps_on_a_host_stop_when_ansflow_is_killed(
     cli: Cli, sshd_hosts: SSHFixture, tmp_path: Path, how: str
@@ -210,16 +195,16 @@ def test_steps_on_a_host_stop_when_ansflow_is_killed(
     proc = cli.popen("run", "p.yml", "-o", "plain")
     try:
         wait_for(started.exists, "the step to start on host0")
-        wait_for(lambda: marker_pids(marker), "its sleep")
+        wait_for(lambda: marker_procs(marker), "its sleep")
         proc.kill()
         proc.wait(timeout=30)
         # sshd sees the connection close; the step's process group on the host goes with it.
-        wait_for(lambda: not marker_pids(marker), "the host's processes to stop", timeout=30)
+        wait_for(lambda: not marker_procs(marker), "the host's processes to stop", timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in marker_pids(marker):
+        for pid in marker_procs(marker):
             os.kill(pid, 9)
 
 
@@ -238,9 +223,9 @@ def test_what_a_finished_step_started_in_the_background_keeps_running(
         result = cli("run", "p.yml", "-o", "plain")
         assert result.code == 0, str(result)
         # A deploy's `nohup server &` outlives the step, as with ssh or Ansible.
-        assert marker_pids(marker)
+        assert marker_procs(marker)
     finally:
-        for pid in marker_pids(marker):
+        for pid in marker_procs(marker):
             os.kill(pid, 9)
 
 
@@ -274,8 +259,8 @@ steps:
     )
     proc = cli.popen("run", "p.yml", "-o", "plain")
     try:
-        wait_for(lambda: marker_pids(marker), "the first attempt's sleep")
-        [pid] = marker_pids(marker)
+        wait_for(lambda: marker_procs(marker), "the first attempt's sleep")
+        [pid] = marker_procs(marker)
         session = pid
         while session > 1 and Path(f"/proc/{session}/comm").read_text().strip() != "sshd":
             session = _parent(session)
@@ -286,7 +271,7 @@ steps:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for left in marker_pids(marker):
+        for left in marker_procs(marker):
             os.kill(left, 9)
     assert proc.returncode == 0, out
     assert "second attempt" in logs(cli, "s")

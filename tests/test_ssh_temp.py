@@ -50,10 +50,6 @@ def host(server: SSHServer) -> Host:
     return Host(name=server.name, address=server.name)
 
 
-def bases(server: SSHServer) -> list[Path]:
-    return sorted(server.remote_tmp.glob("ansflow.*"))
-
-
 def run(runner: ssh.SSHRunner, script: str) -> int:
     return runner.run(Command(argv=["sh", "-c", script]), lambda *_: None, CancelScope())
 
@@ -64,9 +60,9 @@ def test_attempts_share_one_private_folder_per_connection(
     [server] = sshd_hosts_session(1)
     pool = pool_factory(sshd_hosts_session)
     runner = pool.runner(host(server))
-    before = set(bases(server))
+    before = set(server.temp_folders())
     folders = [runner.make_temp_dir() for _ in range(3)]
-    [base] = set(bases(server)) - before
+    [base] = set(server.temp_folders()) - before
     assert base.stat().st_mode & 0o777 == 0o700
     assert {Path(folder).parent for folder in folders} == {base}
     assert len(set(folders)) == 3
@@ -119,8 +115,8 @@ def test_a_frozen_host_delays_the_end_of_the_run_by_at_most_the_give_up_time(
         frozen.thaw()
     assert took < ssh.CLOSE_GIVE_UP + 1.5
     # The live host was cleaned meanwhile; the frozen one keeps its folder.
-    assert bases(live) == []
-    assert Path(folders[frozen.name]).parent in bases(frozen)
+    assert live.temp_folders() == []
+    assert Path(folders[frozen.name]).parent in frozen.temp_folders()
 
 
 def test_paramiko_is_imported_without_invoke_and_match_exec_still_works(

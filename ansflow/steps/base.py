@@ -62,10 +62,6 @@ class StepContext:
             self.env[OUTPUT_ENV] = output
         return self._folder
 
-    @property
-    def output_path(self) -> str:
-        return f"{self.temp_dir}/output"
-
     def resolve(self, path: str) -> str:
         """A path as the step's commands see it: relative ones are under the working folder.
 
